@@ -40,8 +40,7 @@ fn main() -> anyhow::Result<()> {
 
     let now = 1_763_700_000_000;
     let mut entries = Vec::new();
-    let mut seq = 0;
-    for (owner, key, tier) in [
+    for (seq, (owner, key, tier)) in (1..).zip([
         ("orchestrator", "tasks.brief", Tier::Public),
         ("researcher", "findings.heat_islands", Tier::Public),
         ("researcher", "findings.coastal_risk", Tier::Public),
@@ -52,8 +51,7 @@ fn main() -> anyhow::Result<()> {
         ("writer", "drafts.outro", Tier::Trusted),
         ("editor", "feedback.intro", Tier::Trusted),
         ("editor", "feedback.body", Tier::Trusted),
-    ] {
-        seq += 1;
+    ]) {
         let body = EntryBody {
             space: "climate-brief".parse::<Space>()?,
             key: key.parse()?,
