@@ -476,6 +476,40 @@ impl Payload for Retraction {
     }
 }
 
+/// The public trace of a trusted or private entry, published in the space's public
+/// document: readers learn that an entry exists under `key` at `tier` (so a query can say
+/// "one entry hidden" or "denied, because …"), never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    /// Space of the entry.
+    #[serde(rename = "sp")]
+    pub space: Space,
+    /// Key of the entry.
+    #[serde(rename = "k")]
+    pub key: Key,
+    /// Tier of the entry: trusted or private.
+    #[serde(rename = "t")]
+    pub tier: Tier,
+    /// Id of the entry.
+    #[serde(rename = "id")]
+    pub entry: EnvelopeId,
+    /// The entry's owner seq, so the newest version of a key is known without the entry.
+    #[serde(rename = "s")]
+    pub seq: u64,
+}
+
+impl Payload for Presence {
+    const KIND: Kind = Kind::Presence;
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tier == Tier::Public {
+            return Err("a public entry needs no presence record".into());
+        }
+        Ok(())
+    }
+}
+
 /// A signed, directed trust edge: the author trusts `trustee` with `score` in `space`.
 /// The newest edge (by `seq`) from an author to a trustee replaces older ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,6 +49,9 @@ pub enum Kind {
     Retraction,
     /// A directed trust edge ([`crate::entry::TrustEdge`]).
     TrustEdge,
+    /// The public trace of a trusted or private entry: its key and tier, never its value
+    /// ([`crate::entry::Presence`]).
+    Presence,
     /// A report of a misbehaving peer ([`crate::signals::ThreatSignal`]).
     ThreatSignal,
     /// What an agent can do ([`crate::signals::CapabilityAd`]).
@@ -71,10 +74,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in wire-number order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Entry,
         Kind::Retraction,
         Kind::TrustEdge,
+        Kind::Presence,
         Kind::ThreatSignal,
         Kind::CapabilityAd,
         Kind::Intent,
@@ -92,6 +96,7 @@ impl Kind {
             Kind::Entry => 1,
             Kind::Retraction => 2,
             Kind::TrustEdge => 3,
+            Kind::Presence => 4,
             Kind::ThreatSignal => 16,
             Kind::CapabilityAd => 17,
             Kind::Intent => 18,
@@ -115,6 +120,7 @@ impl Kind {
             Kind::Entry => "entry",
             Kind::Retraction => "retraction",
             Kind::TrustEdge => "trust-edge",
+            Kind::Presence => "presence",
             Kind::ThreatSignal => "threat-signal",
             Kind::CapabilityAd => "capability-ad",
             Kind::Intent => "intent",
@@ -133,6 +139,7 @@ impl Kind {
             Kind::Entry => 20 * 1024,
             Kind::Retraction => 1024,
             Kind::TrustEdge => 256,
+            Kind::Presence => 512,
             Kind::ThreatSignal => 9 * 1024,
             Kind::CapabilityAd => 16 * 1024,
             Kind::Intent => 512,

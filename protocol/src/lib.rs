@@ -30,7 +30,9 @@ pub mod key;
 pub mod permeability;
 pub mod signals;
 
-pub use entry::{Entry, EntryBody, EntryKind, Evidence, Retraction, Score, Tier, TrustEdge};
+pub use entry::{
+    Entry, EntryBody, EntryKind, Evidence, Presence, Retraction, Score, Tier, TrustEdge,
+};
 pub use envelope::{Envelope, EnvelopeError, EnvelopeId, Kind, Payload, RawEnvelope};
 pub use identity::{Keypair, PublicKey};
 pub use key::{Key, Pattern, Space, Tag};

@@ -7,7 +7,7 @@ use membrane_protocol::envelope::MAX_FRAME_BYTES;
 use membrane_protocol::signals::{
     Broadcast, BuildOn, CapabilityAd, Heads, Help, Intent, Offer, Proposal, ThreatSignal,
 };
-use membrane_protocol::{Entry, Envelope, Retraction, TrustEdge};
+use membrane_protocol::{Entry, Envelope, Presence, Retraction, TrustEdge};
 
 const NOW: u64 = 1_763_700_000_000;
 
@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Entry::from_envelope(env.clone());
     let _ = env.open::<Retraction>();
     let _ = env.open::<TrustEdge>();
+    let _ = env.open::<Presence>();
     let _ = env.open::<ThreatSignal>();
     let _ = env.open::<CapabilityAd>();
     let _ = env.open::<Intent>();
