@@ -1,0 +1,87 @@
+//! The local event log: one monotonic sequence over everything the medium integrated.
+//!
+//! Agents follow it (the node serves it as Server-Sent Events) and resume from a sequence
+//! number with [`crate::Medium::events_since`]. It is local to the node: replicas agree on
+//! the medium's content, not on the order their logs saw it.
+
+use membrane_protocol::signals::DocRef;
+use membrane_protocol::{EnvelopeId, Key, PublicKey, Score, Space, Tier};
+use serde::{Deserialize, Serialize};
+
+use crate::index::Conflict;
+
+/// One integrated event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The local agent exposed an entry.
+    Exposed {
+        /// Space.
+        space: Space,
+        /// Entry id.
+        id: EnvelopeId,
+        /// Key.
+        key: Key,
+        /// Tier it went out at.
+        tier: Tier,
+    },
+    /// The local agent retracted an entry.
+    Retracted {
+        /// Space.
+        space: Space,
+        /// The retracted entry.
+        id: EnvelopeId,
+        /// Its key.
+        key: Key,
+    },
+    /// The local agent set a trust edge.
+    TrustSet {
+        /// Space.
+        space: Space,
+        /// Who.
+        trustee: PublicKey,
+        /// How much.
+        score: Score,
+    },
+    /// Changes from a peer were merged.
+    Merged {
+        /// Space.
+        space: Space,
+        /// Document.
+        doc: DocRef,
+        /// The peer.
+        from: PublicKey,
+        /// Changes applied.
+        changes: usize,
+        /// New records they carried.
+        records: usize,
+    },
+    /// Two owners disagree on a key.
+    Conflict {
+        /// Space.
+        space: Space,
+        /// The conflict.
+        conflict: Conflict,
+    },
+    /// A peer's change was refused.
+    Rejected {
+        /// Space.
+        space: Space,
+        /// Document.
+        doc: DocRef,
+        /// The peer.
+        from: PublicKey,
+        /// Why.
+        reason: String,
+    },
+}

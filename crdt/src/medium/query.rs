@@ -1,0 +1,200 @@
+//! Reading the medium: queries with hidden counts and denial reasons, and search ranked
+//! by relevance × trust × decay × evidence and packed into a token budget.
+
+use std::collections::BTreeMap;
+
+use membrane_protocol::cost::{self, Candidate};
+use membrane_protocol::permeability::{Decision, DenyReason, EntryMeta, Reader, decide, tier_gate};
+use membrane_protocol::{Entry, EnvelopeId, Evidence, Key, Pattern, Space};
+
+use super::{Error, Medium};
+use crate::index::{Conflict, Newest};
+use crate::storage::Storage;
+
+/// Most candidates search ranks before packing.
+pub const SEARCH_CANDIDATES: usize = 256;
+
+/// A denial in a query answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The key denied.
+    pub key: Key,
+    /// Why.
+    pub reason: DenyReason,
+}
+
+/// The answer to a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryAnswer {
+    /// Entries the reader may see, newest version per (owner, key), in key order.
+    pub hits: Vec<Entry>,
+    /// How many matching entries were withheld (private, or filtered by the reader).
+    pub hidden: usize,
+    /// Matching entries the reader was refused, with reasons.
+    pub denied: Vec<Denial>,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The entry.
+    pub entry: Entry,
+    /// Relevance × trust × decay × evidence.
+    pub score: f64,
+    /// Tokens the hit costs when rendered for the agent.
+    pub tokens: u32,
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchAnswer {
+    /// Hits packed into the budget, best first.
+    pub hits: Vec<SearchHit>,
+    /// Their total tokens.
+    pub total_tokens: u64,
+    /// Relevant visible entries left out for the budget.
+    pub left_out: usize,
+}
+
+/// Evidence weight in ranking: tool results count fully, opinions least.
+fn evidence_weight(evidence: Evidence) -> f64 {
+    match evidence {
+        Evidence::ToolResult => 1.0,
+        Evidence::ExternalSource => 0.9,
+        Evidence::LlmInterpretation => 0.75,
+        Evidence::AgentOpinion => 0.6,
+    }
+}
+
+/// How a hit is shown to an agent; its tokens are what the hit costs.
+pub fn render_hit(entry: &Entry) -> String {
+    format!(
+        "[{}] {} ({}, {}): {}",
+        entry.id().short(),
+        entry.body().key,
+        entry.owner().short(),
+        entry.body().kind,
+        entry.body().value
+    )
+}
+
+impl<S: Storage> Medium<S> {
+    /// Entries matching `pattern` as `reader` may see them: hits, a hidden count and
+    /// denials with reasons. Expired entries are left out unless `include_expired`.
+    pub fn query(
+        &self,
+        reader: &Reader,
+        space: &Space,
+        pattern: &Pattern,
+        now_ms: u64,
+        include_expired: bool,
+    ) -> Result<QueryAnswer, Error<S::Error>> {
+        let state = self.space(space)?;
+        let trust = state.index.trust_graph(self.config.trust_threshold);
+        let mut answer = QueryAnswer {
+            hits: Vec::new(),
+            hidden: 0,
+            denied: Vec::new(),
+        };
+        for (key, owner, newest) in state.index.newest(|k| pattern.matches(k)) {
+            let decision = match &newest {
+                Newest::Held(id) => {
+                    let Some(entry) = state.index.entry(id) else {
+                        continue;
+                    };
+                    if entry.expired(now_ms) && !include_expired {
+                        continue;
+                    }
+                    let decision = decide(reader, EntryMeta::from(entry), &trust);
+                    if decision.is_visible() {
+                        answer.hits.push(entry.clone());
+                        continue;
+                    }
+                    decision
+                }
+                Newest::Traced(_, tier) => tier_gate(&reader.id, &owner, *tier, &trust),
+            };
+            match decision {
+                Decision::Visible => answer.hidden += 1,
+                Decision::Hidden { .. } => answer.hidden += 1,
+                Decision::Denied { reason } => answer.denied.push(Denial { key, reason }),
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Ranks the entries `reader` may see by relevance to `text` × the reader's trust in
+    /// the owner × time decay × evidence, and packs the best into `max_tokens`.
+    pub fn search(
+        &self,
+        reader: &Reader,
+        space: &Space,
+        text: &str,
+        max_tokens: u32,
+        now_ms: u64,
+    ) -> Result<SearchAnswer, Error<S::Error>> {
+        let state = self.space(space)?;
+        let trust = state.index.trust_graph(self.config.trust_threshold);
+        let index = &state.index;
+        let visible = |id: &EnvelopeId| {
+            index.entry(id).is_some_and(|entry| {
+                !entry.expired(now_ms)
+                    && !index.is_retracted(id)
+                    && index.is_newest(entry)
+                    && decide(reader, EntryMeta::from(entry), &trust).is_visible()
+            })
+        };
+        let found = index
+            .search_index()
+            .search_filtered(text, SEARCH_CANDIDATES, visible);
+        let mut candidates = Vec::with_capacity(found.len());
+        let mut scored = BTreeMap::new();
+        for hit in found {
+            let Some(entry) = index.entry(&hit.id) else {
+                continue;
+            };
+            let trust_weight = if entry.owner() == &reader.id {
+                1.0
+            } else {
+                0.5 + 0.5 * trust.get(&reader.id, entry.owner()).as_f64()
+            };
+            let score = hit.score
+                * trust_weight
+                * entry.decay(now_ms)
+                * evidence_weight(entry.body().evidence);
+            let tokens = index.tokens(&hit.id).unwrap_or_else(|| {
+                u32::try_from(self.tokens.count(&render_hit(entry))).unwrap_or(u32::MAX)
+            });
+            candidates.push(Candidate {
+                id: hit.id,
+                score,
+                tokens,
+            });
+            scored.insert(hit.id, (entry.clone(), score, tokens));
+        }
+        let packing = cost::pack(&candidates, max_tokens);
+        let hits = packing
+            .chosen
+            .iter()
+            .filter_map(|id| scored.get(id))
+            .map(|(entry, score, tokens)| SearchHit {
+                entry: entry.clone(),
+                score: *score,
+                tokens: *tokens,
+            })
+            .collect();
+        Ok(SearchAnswer {
+            hits,
+            total_tokens: packing.total_tokens,
+            left_out: packing.left_out.len(),
+        })
+    }
+
+    /// Current conflicts on keys matching `pattern`.
+    pub fn conflicts(&self, space: &Space, pattern: &Pattern) -> Vec<Conflict> {
+        self.spaces
+            .get(space)
+            .map(|s| s.index.conflicts(|k| pattern.matches(k)))
+            .unwrap_or_default()
+    }
+}
