@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::doc::Record;
 use crate::search::SearchIndex;
 
+/// Each owner's versions of one key: owner → seq → id.
+type ByOwner = BTreeMap<PublicKey, BTreeMap<u64, EnvelopeId>>;
+
 /// Two owners hold different values under one key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Conflict {
@@ -43,10 +46,13 @@ pub struct Index {
     presences: BTreeMap<EnvelopeId, (PublicKey, Presence)>,
     retracted: BTreeMap<EnvelopeId, EnvelopeId>,
     retractions: BTreeMap<EnvelopeId, (PublicKey, EnvelopeId)>,
+    /// Retractions by the record they target, so a late-arriving target finds them.
+    retractions_by_target: BTreeMap<EnvelopeId, Vec<EnvelopeId>>,
     trust_edges: BTreeMap<(PublicKey, PublicKey), (u64, Score)>,
     seqs: BTreeMap<(PublicKey, u64), EnvelopeId>,
-    /// (key, owner) → every version's (seq, id), held or traced.
-    versions: BTreeMap<(Key, PublicKey), BTreeMap<u64, EnvelopeId>>,
+    /// key text → (key, owner → every version's seq → id, held or traced). Keyed by text so
+    /// a pattern's literal prefix bounds an ordered range scan.
+    versions: BTreeMap<String, (Key, ByOwner)>,
     search: SearchIndex<EnvelopeId>,
     /// Tokens each held entry costs when rendered for an agent, counted once on arrival.
     tokens: BTreeMap<EnvelopeId, u32>,
@@ -59,6 +65,7 @@ impl Default for Index {
             presences: BTreeMap::new(),
             retracted: BTreeMap::new(),
             retractions: BTreeMap::new(),
+            retractions_by_target: BTreeMap::new(),
             trust_edges: BTreeMap::new(),
             seqs: BTreeMap::new(),
             versions: BTreeMap::new(),
@@ -101,10 +108,7 @@ impl Index {
                 }
                 let body = entry.body();
                 self.seqs.insert((owner, body.seq), id);
-                self.versions
-                    .entry((body.key.clone(), owner))
-                    .or_default()
-                    .insert(body.seq, id);
+                self.version_slot(&body.key, owner).insert(body.seq, id);
                 self.entries.insert(id, entry.clone());
                 self.reindex_key(&body.key.clone(), owner);
                 true
@@ -113,9 +117,7 @@ impl Index {
                 if self.presences.contains_key(&presence.entry) {
                     return false;
                 }
-                self.versions
-                    .entry((presence.key.clone(), owner))
-                    .or_default()
+                self.version_slot(&presence.key, owner)
                     .insert(presence.seq, presence.entry);
                 self.presences
                     .insert(presence.entry, (owner, presence.clone()));
@@ -128,7 +130,19 @@ impl Index {
                 }
                 self.seqs.insert((owner, retraction.seq), id);
                 self.retractions.insert(id, (owner, retraction.target));
+                self.retractions_by_target
+                    .entry(retraction.target)
+                    .or_default()
+                    .push(id);
                 self.apply_retraction(id);
+                // A retraction of the newest version changes what the key shows.
+                let key = self
+                    .entries
+                    .get(&retraction.target)
+                    .map(|e| e.body().key.clone());
+                if let Some(key) = key {
+                    self.reindex_key(&key, owner);
+                }
                 true
             }
             Record::Trust(_, edge) => {
@@ -144,6 +158,21 @@ impl Index {
                 }
             }
         }
+    }
+
+    fn version_slot(&mut self, key: &Key, owner: PublicKey) -> &mut BTreeMap<u64, EnvelopeId> {
+        self.versions
+            .entry(key.as_str().to_owned())
+            .or_insert_with(|| (key.clone(), BTreeMap::new()))
+            .1
+            .entry(owner)
+            .or_default()
+    }
+
+    fn versions_of(&self, key: &Key, owner: &PublicKey) -> Option<&BTreeMap<u64, EnvelopeId>> {
+        self.versions
+            .get(key.as_str())
+            .and_then(|(_, by_owner)| by_owner.get(owner))
     }
 
     /// A retraction counts only against its own author's records; it may arrive before
@@ -169,24 +198,23 @@ impl Index {
     /// Keeps the search index holding exactly the newest, unretracted held version of
     /// `key` by `owner`; applies retractions that were waiting for their target.
     fn reindex_key(&mut self, key: &Key, owner: PublicKey) {
-        let pending: Vec<EnvelopeId> = self
-            .retractions
+        let targets: Vec<EnvelopeId> = self
+            .versions_of(key, &owner)
+            .map(|v| v.values().copied().collect())
+            .unwrap_or_default();
+        let pending: Vec<EnvelopeId> = targets
             .iter()
-            .filter(|(_, (author, target))| {
-                *author == owner
-                    && !self.retracted.contains_key(target)
-                    && (self.entries.contains_key(target) || self.presences.contains_key(target))
-            })
-            .map(|(id, _)| *id)
+            .filter(|t| !self.retracted.contains_key(t))
+            .filter_map(|t| self.retractions_by_target.get(t))
+            .flatten()
+            .copied()
             .collect();
         for id in pending {
             self.apply_retraction(id);
         }
-        let Some(versions) = self.versions.get(&(key.clone(), owner)) else {
-            return;
-        };
-        let newest = versions.values().next_back().copied();
-        for id in versions.values() {
+        // `targets` holds every version in seq order; the last is the newest.
+        let newest = targets.last().copied();
+        for id in &targets {
             let live = Some(*id) == newest && !self.retracted.contains_key(id);
             match self.entries.get(id) {
                 Some(entry) if live => {
@@ -200,29 +228,47 @@ impl Index {
         }
     }
 
-    /// Every owner's newest version of every key matching `matches`, unretracted.
-    pub(crate) fn newest(&self, matches: impl Fn(&Key) -> bool) -> Vec<(Key, PublicKey, Newest)> {
+    /// Every owner's newest version of every key matching `matches`, unretracted, among
+    /// keys starting with `prefix` (an ordered range scan: pass the pattern's literal
+    /// prefix, or "" to scan everything).
+    pub(crate) fn newest(
+        &self,
+        prefix: &str,
+        matches: impl Fn(&Key) -> bool,
+    ) -> Vec<(Key, PublicKey, Newest)> {
         let mut out = Vec::new();
-        for ((key, owner), versions) in &self.versions {
+        let range = self.versions.range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ));
+        for (text, (key, by_owner)) in range {
+            if !text.starts_with(prefix) {
+                break;
+            }
             if !matches(key) {
                 continue;
             }
-            let Some(id) = versions.values().next_back() else {
-                continue;
-            };
-            if self.retracted.contains_key(id) {
-                continue;
+            for (owner, versions) in by_owner {
+                if let Some(newest) = self.newest_of(versions) {
+                    out.push((key.clone(), *owner, newest));
+                }
             }
-            let newest = if self.entries.contains_key(id) {
-                Newest::Held(*id)
-            } else if let Some((_, p)) = self.presences.get(id) {
-                Newest::Traced(*id, p.tier)
-            } else {
-                continue;
-            };
-            out.push((key.clone(), *owner, newest));
         }
         out
+    }
+
+    fn newest_of(&self, versions: &BTreeMap<u64, EnvelopeId>) -> Option<Newest> {
+        let id = versions.values().next_back()?;
+        if self.retracted.contains_key(id) {
+            return None;
+        }
+        if self.entries.contains_key(id) {
+            Some(Newest::Held(*id))
+        } else {
+            self.presences
+                .get(id)
+                .map(|(_, p)| Newest::Traced(*id, p.tier))
+        }
     }
 
     /// The entry with `id`, if held.
@@ -237,8 +283,7 @@ impl Index {
 
     /// Whether `id` is the newest version of its key by its owner.
     pub(crate) fn is_newest(&self, entry: &Entry) -> bool {
-        self.versions
-            .get(&(entry.body().key.clone(), *entry.owner()))
+        self.versions_of(&entry.body().key, entry.owner())
             .and_then(|v| v.values().next_back())
             == Some(&entry.id())
     }
@@ -274,9 +319,9 @@ impl Index {
 
     /// Current conflicts: keys where two or more owners' newest held, unretracted
     /// versions disagree in value.
-    pub fn conflicts(&self, matches: impl Fn(&Key) -> bool) -> Vec<Conflict> {
+    pub fn conflicts(&self, prefix: &str, matches: impl Fn(&Key) -> bool) -> Vec<Conflict> {
         let mut by_key: BTreeMap<Key, BTreeSet<(EnvelopeId, PublicKey)>> = BTreeMap::new();
-        for (key, owner, newest) in self.newest(&matches) {
+        for (key, owner, newest) in self.newest(prefix, &matches) {
             if let Newest::Held(id) = newest {
                 by_key.entry(key).or_default().insert((id, owner));
             }

@@ -585,7 +585,9 @@ impl<S: Storage> Medium<S> {
         for record in &records {
             state.index.add_counted(record, &*self.tokens);
         }
-        let conflicts = state.index.conflicts(|k| k == &draft.key);
+        let conflicts = state
+            .index
+            .conflicts(draft.key.as_str(), |k| k == &draft.key);
         self.log(
             EventKind::Exposed {
                 space: space.clone(),
@@ -617,7 +619,7 @@ impl<S: Storage> Medium<S> {
     fn own_newest(&self, space: &Space, key: &Key) -> Option<EnvelopeId> {
         let index = &self.spaces.get(space)?.index;
         index
-            .newest(|k| k == key)
+            .newest(key.as_str(), |k| k == key)
             .into_iter()
             .find(|(_, owner, _)| owner == &self.me)
             .map(|(_, _, newest)| match newest {

@@ -95,8 +95,8 @@ fn chaos(
                 return;
             }
             let doc = docs[rng.next_u32() as usize % docs.len()].clone();
-            if let Some(frame) = replicas[i].sync_generate(&to, &doc) {
-                queue.push((i, j, doc, frame));
+            for frame in replicas[i].sync_generate(&to, &doc) {
+                queue.push((i, j, doc.clone(), frame));
             }
         }
         // Deliver a random queued frame, sometimes keeping it to duplicate later.

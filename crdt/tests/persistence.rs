@@ -173,3 +173,50 @@ fn storage_stays_within_a_small_factor_of_a_compacted_save() {
     assert_eq!(hits.len(), 600);
     let _ = MemoryStorage::new();
 }
+
+#[test]
+fn a_large_history_syncs_across_several_bounded_frames() {
+    let space = space();
+    let mut a = replica(1);
+    a.join(space.clone()).unwrap();
+    // About 5 MiB of changes: more than one frame's share.
+    let value = "x".repeat(8 * 1024);
+    for i in 0..650 {
+        a.expose(
+            &space,
+            Draft::new(
+                format!("big.k{i}").parse().unwrap(),
+                value.clone(),
+                Some(Tier::Public),
+            ),
+            NOW,
+        )
+        .unwrap();
+    }
+    let mut b = replica(2);
+    b.join(space.clone()).unwrap();
+    let doc = DocId::public(space.clone());
+    let (ka, kb) = (*a.me(), *b.me());
+    let mut largest_frames = 0;
+    for _ in 0..20 {
+        let to_b = a.sync_generate(&kb, &doc);
+        largest_frames = largest_frames.max(to_b.len());
+        for f in &to_b {
+            assert!(f.len() <= membrane_crdt::medium::MAX_SYNC_FRAME_BYTES);
+            let report = b.sync_receive(&ka, f, NOW).unwrap();
+            assert!(report.rejected.is_empty());
+        }
+        let to_a = b.sync_generate(&ka, &doc);
+        for f in &to_a {
+            a.sync_receive(&kb, f, NOW).unwrap();
+        }
+        if to_b.is_empty() && to_a.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        largest_frames >= 2,
+        "the history should need several frames"
+    );
+    assert_eq!(a.heads(&doc), b.heads(&doc));
+}

@@ -262,6 +262,17 @@ impl Pattern {
     pub fn is_literal(&self) -> bool {
         !self.0.split('.').any(|s| s == "*" || s == "**")
     }
+
+    /// The text every matching key starts with: the literal segments before the first
+    /// wildcard, with their dot (`findings.` for `findings.*`); the whole pattern when it
+    /// is literal; empty when it starts with a wildcard. Lets an ordered index scan only
+    /// the range that can match.
+    pub fn literal_prefix(&self) -> &str {
+        match self.0.find('*') {
+            None => &self.0,
+            Some(at) => &self.0[..at],
+        }
+    }
 }
 
 fn matches_from(pattern: &[Segment], key: &[&str]) -> bool {
@@ -442,6 +453,10 @@ mod tests {
         assert!(!pat("a.**.z").matches(&key("a.z")));
         assert!(pat("tasks.brief").matches(&key("tasks.brief")));
         assert!(pat("tasks.brief").is_literal());
+        assert_eq!(pat("findings.*").literal_prefix(), "findings.");
+        assert_eq!(pat("a.b.**.c").literal_prefix(), "a.b.");
+        assert_eq!(pat("*.intro").literal_prefix(), "");
+        assert_eq!(pat("tasks.brief").literal_prefix(), "tasks.brief");
         assert!(!pat("tasks.*").is_literal());
     }
 
@@ -480,6 +495,8 @@ mod tests {
             let literal: Pattern = segs.join(".").parse().unwrap();
             prop_assert!(literal.matches(&k));
             prop_assert!(Pattern::all().matches(&k));
+            // Every match starts with the pattern's literal prefix.
+            prop_assert!(k.as_str().starts_with(literal.literal_prefix()));
             // Replacing any one segment by `*` still matches.
             for i in 0..segs.len() {
                 let mut p = segs.clone();

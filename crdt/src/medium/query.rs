@@ -96,7 +96,10 @@ impl<S: Storage> Medium<S> {
             hidden: 0,
             denied: Vec::new(),
         };
-        for (key, owner, newest) in state.index.newest(|k| pattern.matches(k)) {
+        for (key, owner, newest) in state
+            .index
+            .newest(pattern.literal_prefix(), |k| pattern.matches(k))
+        {
             let decision = match &newest {
                 Newest::Held(id) => {
                     let Some(entry) = state.index.entry(id) else {
@@ -194,7 +197,10 @@ impl<S: Storage> Medium<S> {
     pub fn conflicts(&self, space: &Space, pattern: &Pattern) -> Vec<Conflict> {
         self.spaces
             .get(space)
-            .map(|s| s.index.conflicts(|k| pattern.matches(k)))
+            .map(|s| {
+                s.index
+                    .conflicts(pattern.literal_prefix(), |k| pattern.matches(k))
+            })
             .unwrap_or_default()
     }
 }

@@ -24,7 +24,12 @@ use crate::index::Conflict;
 use crate::storage::{Batch, Storage};
 
 /// Largest sync frame accepted, before decoding.
-pub const MAX_SYNC_FRAME_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_SYNC_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of changes one frame carries at most; the rest of the frame's room is for the
+/// heads, the Bloom-filter summary and the signatures.
+const FRAME_CHANGE_BUDGET: usize = MAX_SYNC_FRAME_BYTES / 2;
+/// CBOR bytes one (hash, signature) pair adds to a frame.
+const SIG_ENTRY_BYTES: usize = 1 + 2 + 32 + 2 + 64;
 /// What a sync frame did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncReport {
@@ -110,32 +115,66 @@ impl<S: Storage> Medium<S> {
         self.sessions.remove(&(*peer, doc.clone()));
     }
 
-    /// The next sync frame for `doc` towards `peer`, if there is anything to say.
-    pub fn sync_generate(&mut self, peer: &PublicKey, doc: &DocId) -> Option<Vec<u8>> {
+    /// The next sync frames for `doc` towards `peer`, in order; empty when there is
+    /// nothing to say. A message whose changes would not fit one frame is split: every
+    /// frame carries the same heads and summary and a share of the changes, each under
+    /// [`MAX_SYNC_FRAME_BYTES`], and the receiver applies them as they arrive.
+    pub fn sync_generate(&mut self, peer: &PublicKey, doc: &DocId) -> Vec<Vec<u8>> {
         if !self.docs_for_peer(&doc.space, peer).contains(doc) {
-            return None;
+            return Vec::new();
         }
-        let signed = self.spaces.get(&doc.space)?.docs.get(&doc.doc)?;
+        let Some(signed) = self
+            .spaces
+            .get(&doc.space)
+            .and_then(|s| s.docs.get(&doc.doc))
+        else {
+            return Vec::new();
+        };
         let state = self.sessions.entry((*peer, doc.clone())).or_default();
-        let mut msg = signed.automerge().generate_sync_message(state)?;
+        let Some(mut msg) = signed.automerge().generate_sync_message(state) else {
+            return Vec::new();
+        };
         // Only the version-1 format carries changes one by one, which is what we validate.
         msg.flags = None;
-        let mut sigs = Vec::new();
-        for chunk in msg.changes.iter() {
-            if let Ok(change) = Change::from_bytes(chunk.to_vec()) {
-                let hash = change.hash();
-                if let Some(sig) = signed.signature(&hash) {
-                    sigs.push((ByteBuf::from(hash.0.to_vec()), ByteBuf::from(sig.to_vec())));
-                }
+        let chunks: Vec<Vec<u8>> = msg.changes.iter().map(<[u8]>::to_vec).collect();
+        msg.changes = Vec::<Vec<u8>>::new().into();
+        let mut groups: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+        let mut size = 0;
+        for chunk in chunks {
+            let cost = chunk.len() + SIG_ENTRY_BYTES;
+            if size + cost > FRAME_CHANGE_BUDGET && groups.last().is_some_and(|g| !g.is_empty()) {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += cost;
+            if let Some(group) = groups.last_mut() {
+                group.push(chunk);
             }
         }
-        let frame = SyncFrame {
-            space: doc.space.clone(),
-            doc: doc.doc.clone(),
-            msg: ByteBuf::from(msg.encode()),
-            sigs,
-        };
-        codec::to_vec_limited(&frame, MAX_SYNC_FRAME_BYTES).ok()
+        let mut frames = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut sigs = Vec::with_capacity(group.len());
+            for chunk in &group {
+                if let Ok(change) = Change::from_bytes(chunk.clone()) {
+                    let hash = change.hash();
+                    if let Some(sig) = signed.signature(&hash) {
+                        sigs.push((ByteBuf::from(hash.0.to_vec()), ByteBuf::from(sig.to_vec())));
+                    }
+                }
+            }
+            let mut part = msg.clone();
+            part.changes = group.into();
+            let frame = SyncFrame {
+                space: doc.space.clone(),
+                doc: doc.doc.clone(),
+                msg: ByteBuf::from(part.encode()),
+                sigs,
+            };
+            if let Ok(bytes) = codec::to_vec_limited(&frame, MAX_SYNC_FRAME_BYTES) {
+                frames.push(bytes);
+            }
+        }
+        frames
     }
 
     /// Receives a sync frame from `peer`: validates every change it carries, applies the
@@ -331,7 +370,7 @@ impl<S: Storage> Medium<S> {
                 report.applied = ready.len();
                 conflicts = new_keys
                     .iter()
-                    .flat_map(|key| space_state.index.conflicts(|k| k == key))
+                    .flat_map(|key| space_state.index.conflicts(key.as_str(), |k| k == key))
                     .collect();
             }
             Ok(Err(e)) => report.rejected.push(Rejection {

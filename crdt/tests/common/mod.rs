@@ -50,14 +50,17 @@ pub fn one_way(
     let to_key: PublicKey = *to.me();
     let mut sent = false;
     for doc in from.docs_for_peer(space, &to_key) {
-        if let Some(frame) = from.sync_generate(&to_key, &doc) {
+        for frame in from.sync_generate(&to_key, &doc) {
             match to.sync_receive(&from_key, &frame, NOW) {
                 Ok(report) => {
                     sent = true;
                     reports.push(report);
                 }
                 // The trust edge that admits `to` has not reached it yet: retry later.
-                Err(SyncError::NotInAudience { .. }) => from.reset_session(&to_key, &doc),
+                Err(SyncError::NotInAudience { .. }) => {
+                    from.reset_session(&to_key, &doc);
+                    break;
+                }
                 Err(e) => panic!("sync frame refused: {e}"),
             }
         }

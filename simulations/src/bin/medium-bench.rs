@@ -62,13 +62,13 @@ fn sync_until_quiet(
     let (mut messages, mut bytes) = (0, 0);
     loop {
         let mut quiet = true;
-        if let Some(f) = a.sync_generate(&kb, doc) {
+        for f in a.sync_generate(&kb, doc) {
             quiet = false;
             messages += 1;
             bytes += f.len();
             b.sync_receive(&ka, &f, NOW)?;
         }
-        if let Some(f) = b.sync_generate(&ka, doc) {
+        for f in b.sync_generate(&ka, doc) {
             quiet = false;
             messages += 1;
             bytes += f.len();
