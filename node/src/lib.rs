@@ -1,7 +1,16 @@
 //! # membrane-node
 //!
-//! The membrane node: the only crate that does IO. Today it holds the durable storage
-//! backend ([`storage::SledStorage`]) the shared medium runs on; the libp2p mesh, the
-//! agent's API and the `membrane` command arrive with their issues.
+//! The membrane node: the only crate that does IO. It runs the shared medium
+//! ([`membrane_crdt::Medium`]) on durable storage ([`storage::SledStorage`]) and connects
+//! it to other nodes over libp2p: Kademlia discovery, gossipsub signals, and validated sync
+//! over request-response. [`node::Node::spawn`] starts one; [`node::NodeHandle`] drives it.
 
+pub mod config;
+pub mod info;
+pub mod keyfile;
+pub mod network;
+pub mod node;
 pub mod storage;
+
+pub use network::TransportKind;
+pub use node::{Node, NodeError, NodeEvent, NodeHandle, NodeOptions};

@@ -1,0 +1,135 @@
+//! One composed `NetworkBehaviour`, in the order that matters: connection and memory limits
+//! first (they refuse before anything else spends on a connection), then the gate that
+//! refuses banned peers, then identify, ping, Kademlia, gossipsub and the sync protocol.
+
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad,
+    memory_connection_limits, ping, request_response,
+};
+use sha2_hash::content_id;
+
+use super::codec::{SYNC_PROTOCOL, SyncCodec};
+
+/// Kademlia protocol name: our own, so the node never joins the IPFS DHT.
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/membrane/kad/1.0.0");
+/// Identify protocol name.
+pub(crate) const IDENTIFY_PROTOCOL: &str = "/membrane/id/1.0.0";
+/// Largest gossip message: gossipsub's own cap.
+pub(crate) const MAX_GOSSIP_BYTES: usize = 64 * 1024;
+/// Connections kept at most, in all and per peer.
+pub(crate) const MAX_ESTABLISHED: u32 = 256;
+/// Connections per peer at most.
+pub(crate) const MAX_PER_PEER: u32 = 2;
+/// Incoming connections being negotiated at once, at most.
+pub(crate) const MAX_PENDING_INCOMING: u32 = 64;
+/// Refuse new connections when the process uses more than this share of system memory.
+pub(crate) const MAX_MEMORY_PERCENTAGE: f64 = 0.9;
+/// How long a sync request may take before it is abandoned.
+pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// Sync streams open at once, at most.
+pub(crate) const MAX_SYNC_STREAMS: usize = 64;
+
+/// Peer-score thresholds for gossipsub (see the gossipsub v1.1 spec): below
+/// `GOSSIP_THRESHOLD` a peer gets no gossip from us, below `PUBLISH_THRESHOLD` none of our
+/// own messages, below `GRAYLIST_THRESHOLD` we ignore it altogether.
+pub(crate) const GOSSIP_THRESHOLD: f64 = -10.0;
+/// See [`GOSSIP_THRESHOLD`].
+pub(crate) const PUBLISH_THRESHOLD: f64 = -50.0;
+/// See [`GOSSIP_THRESHOLD`].
+pub(crate) const GRAYLIST_THRESHOLD: f64 = -80.0;
+
+mod sha2_hash {
+    /// A gossip message id that depends only on content, so duplicates relayed by
+    /// different peers are recognised.
+    pub(super) fn content_id(data: &[u8]) -> libp2p::gossipsub::MessageId {
+        use sha2::Digest;
+        libp2p::gossipsub::MessageId::from(sha2::Sha256::digest(data).to_vec())
+    }
+}
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: memory_connection_limits::Behaviour,
+    pub(crate) gate: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) sync: request_response::Behaviour<SyncCodec>,
+}
+
+/// Why the behaviour could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    #[error("gossipsub configuration: {0}")]
+    Gossipsub(String),
+}
+
+impl Behaviour {
+    pub(crate) fn new(key: &identity::Keypair, kad_server: bool) -> Result<Self, BuildError> {
+        let peer_id = key.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(MAX_ESTABLISHED))
+            .with_max_established_per_peer(Some(MAX_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
+
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(Duration::from_millis(500))
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .max_transmit_size(MAX_GOSSIP_BYTES)
+            .message_id_fn(|m: &gossipsub::Message| content_id(&m.data))
+            .build()
+            .map_err(|e| BuildError::Gossipsub(e.to_string()))?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .map_err(|e| BuildError::Gossipsub(e.to_owned()))?;
+        gossipsub
+            .with_peer_score(
+                gossipsub::PeerScoreParams::default(),
+                gossipsub::PeerScoreThresholds {
+                    gossip_threshold: GOSSIP_THRESHOLD,
+                    publish_threshold: PUBLISH_THRESHOLD,
+                    graylist_threshold: GRAYLIST_THRESHOLD,
+                    ..gossipsub::PeerScoreThresholds::default()
+                },
+            )
+            .map_err(BuildError::Gossipsub)?;
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        // Provider records live 48 h by default; republishing hourly keeps them fresh long
+        // before they could expire.
+        kad_config.set_provider_publication_interval(Some(Duration::from_secs(3600)));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        if kad_server {
+            kad.set_mode(Some(kad::Mode::Server));
+        }
+
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_PERCENTAGE),
+            gate: allow_block_list::Behaviour::default(),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                    .with_agent_version(format!("membrane/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::default(),
+            kad,
+            gossipsub,
+            sync: request_response::Behaviour::with_codec(
+                SyncCodec,
+                [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(SYNC_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+            ),
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! Everything libp2p: the composed behaviour, the sync codec, the gossip topics, the swarm
+//! builder and the event loop that translates swarm events into medium operations. No
+//! libp2p type leaves this module except through [`crate::node`]'s own types.
+
+mod behaviour;
+mod codec;
+pub(crate) mod service;
+mod topics;
+
+use std::time::Duration;
+
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::{Swarm, SwarmBuilder, Transport, noise, tcp, yamux};
+
+pub(crate) use behaviour::Behaviour;
+
+/// Which transport a node speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP with DNS resolution: real nodes.
+    Tcp,
+    /// libp2p's in-process memory transport: many nodes in one test or simulation.
+    Memory,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn behaviour(key: &libp2p::identity::Keypair, kad_server: bool) -> Result<Behaviour, BoxError> {
+    Ok(Behaviour::new(key, kad_server)?)
+}
+
+/// How long an idle connection stays open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(crate) fn build_swarm(
+    key: libp2p::identity::Keypair,
+    transport: TransportKind,
+    kad_server: bool,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let swarm = match transport {
+        TransportKind::Tcp => SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_dns()?
+            .with_behaviour(|key| behaviour(key, kad_server))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build(),
+        TransportKind::Memory => SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, BoxError> {
+                Ok(MemoryTransport::default()
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })?
+            .with_behaviour(|key| behaviour(key, kad_server))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build(),
+    };
+    Ok(swarm)
+}

@@ -1,0 +1,804 @@
+//! The event loop: one task owns the swarm and the medium, and turns commands, swarm
+//! events and timers into medium operations, sync exchanges and gossip.
+//!
+//! Sync runs per (peer, document) as request/response pairs of [`SyncMessage`]s. Each side
+//! keeps an outbox of frames its medium generated for the other; a message carries what
+//! fits, with `more` set when frames remain, and the exchange goes on until neither side
+//! has anything to say. It starts when a peer connects, when a heads announcement names a
+//! change this node lacks, and on every anti-entropy tick.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::kad::{self, RecordKey};
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify};
+use membrane_crdt::medium::SyncError;
+use membrane_crdt::{DocId, Medium, RejectReason, Storage, SyncReport};
+use membrane_protocol::cost::TokenCounter;
+use membrane_protocol::signals::{CapabilityAd, Heads, Intent, Severity, ThreatKind, ThreatSignal};
+use membrane_protocol::{Envelope, Keypair, PublicKey, Space};
+use serde_bytes::ByteBuf;
+use sha2::Digest;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, trace, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::codec::{MAX_SYNC_MESSAGE_BYTES, Refusal, SyncMessage};
+use super::topics::{self, Channel};
+use crate::node::{Command, NodeError, NodeEvent, NodeOptions, own_reader};
+
+/// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
+const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
+/// How long a capability ad stays valid.
+const AD_LIFETIME: Duration = Duration::from_secs(3600);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn capability_key(capability: &str) -> RecordKey {
+    RecordKey::new(&sha2::Sha256::digest(format!("cap:{capability}")).to_vec())
+}
+
+type ProviderQuery = (BTreeSet<PublicKey>, crate::node::Reply<Vec<PublicKey>>);
+
+pub(crate) struct Service<S: Storage> {
+    swarm: Swarm<Behaviour>,
+    medium: Medium<S>,
+    keypair: Keypair,
+    options: NodeOptions,
+    commands: mpsc::Receiver<Command>,
+    shutdown: mpsc::Receiver<()>,
+    events: broadcast::Sender<NodeEvent>,
+    last_event: u64,
+    connected: BTreeSet<PeerId>,
+    outbox: BTreeMap<(PeerId, DocId), VecDeque<Vec<u8>>>,
+    in_flight: BTreeSet<(PeerId, DocId)>,
+    listening: Vec<Multiaddr>,
+    ad_version: u64,
+    // Looked up by id only, never iterated: a HashMap is fine (QueryId is not Ord).
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
+}
+
+impl<S: Storage + Send + 'static> Service<S> {
+    pub(crate) async fn new(
+        options: NodeOptions,
+        storage: S,
+        tokens: Arc<dyn TokenCounter>,
+        commands: mpsc::Receiver<Command>,
+        shutdown: mpsc::Receiver<()>,
+        events: broadcast::Sender<NodeEvent>,
+    ) -> anyhow::Result<Self> {
+        let keypair = options.keypair.clone();
+        let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
+            .map_err(|e| anyhow::anyhow!("opening the medium: {e}"))?;
+        for space in &options.spaces {
+            medium
+                .join(space.clone())
+                .map_err(|e| anyhow::anyhow!("joining {space}: {e}"))?;
+        }
+        let swarm = super::build_swarm(keypair.to_libp2p(), options.transport, options.kad_server)?;
+        let last_event = medium.events_since(0).last().map_or(0, |e| e.seq);
+        let mut service = Self {
+            swarm,
+            medium,
+            keypair,
+            options,
+            commands,
+            shutdown,
+            events,
+            last_event,
+            connected: BTreeSet::new(),
+            outbox: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            listening: Vec::new(),
+            ad_version: now_ms(),
+            provider_queries: HashMap::new(),
+        };
+        let spaces: Vec<Space> = service.medium.spaces().cloned().collect();
+        for space in &spaces {
+            service.subscribe(space);
+        }
+        let listen = if service.options.listen.is_empty() {
+            match service.options.transport {
+                super::TransportKind::Memory => vec!["/memory/0".parse()?],
+                super::TransportKind::Tcp => vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            }
+        } else {
+            service.options.listen.clone()
+        };
+        for addr in &listen {
+            service.swarm.listen_on(addr.clone())?;
+        }
+        // Wait until every listener reports its address, so callers get a dialable node.
+        while service.listening.len() < listen.len() {
+            match service.swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { address, .. } => service.on_listen(address),
+                SwarmEvent::ListenerError { error, .. } => {
+                    anyhow::bail!("listener failed: {error}")
+                }
+                SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                } => {
+                    anyhow::bail!("listener closed: {error}")
+                }
+                other => trace!(?other, "event before ready"),
+            }
+        }
+        for addr in service.options.bootstrap.clone() {
+            service.dial(addr);
+        }
+        for cap in service.options.capabilities.clone() {
+            if let Err(e) = service
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(capability_key(&cap.name))
+            {
+                warn!(capability = %cap.name, error = %e, "cannot announce capability");
+            }
+        }
+        Ok(service)
+    }
+
+    fn subscribe(&mut self, space: &Space) {
+        for channel in Channel::ALL {
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&channel.topic(space))
+            {
+                warn!(%space, error = %e, "cannot subscribe");
+            }
+        }
+    }
+
+    fn on_listen(&mut self, address: Multiaddr) {
+        let full = address
+            .clone()
+            .with_p2p(*self.swarm.local_peer_id())
+            .unwrap_or(address.clone());
+        info!(addr = %full, "listening");
+        self.listening.push(address);
+        let _ = self.events.send(NodeEvent::Listening {
+            addr: full.to_string(),
+        });
+        if let Some(dir) = &self.options.data_dir {
+            let info = serde_json::json!({
+                "peer_id": self.keypair.public().to_string(),
+                "listen": self.listening_full(),
+                "pid": std::process::id(),
+            });
+            let tmp = dir.join("node.json.tmp");
+            let done = std::fs::write(&tmp, info.to_string())
+                .and_then(|()| std::fs::rename(&tmp, dir.join("node.json")));
+            if let Err(e) = done {
+                warn!(error = %e, "cannot write node.json");
+            }
+        }
+    }
+
+    fn listening_full(&self) -> Vec<String> {
+        let me = *self.swarm.local_peer_id();
+        self.listening
+            .iter()
+            .map(|a| a.clone().with_p2p(me).unwrap_or(a.clone()).to_string())
+            .collect()
+    }
+
+    fn dial(&mut self, addr: Multiaddr) {
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            debug!(%addr, error = %e, "dial failed");
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.options.anti_entropy);
+        tick.tick().await;
+        self.publish_ad();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.recv() => break,
+                Some(command) = self.commands.recv() => self.on_command(command),
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                _ = tick.tick() => self.anti_entropy(),
+            }
+            self.forward_medium_events();
+        }
+        info!("node stopped");
+    }
+
+    fn forward_medium_events(&mut self) {
+        let new: Vec<_> = self.medium.events_since(self.last_event).to_vec();
+        for event in new {
+            self.last_event = event.seq;
+            let _ = self.events.send(NodeEvent::Medium(event));
+        }
+    }
+
+    fn me(&self) -> PublicKey {
+        self.keypair.public()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = now_ms();
+        let reader = own_reader(self.me());
+        let err = |e: membrane_crdt::Error<S::Error>| NodeError::Medium(e.to_string());
+        match command {
+            Command::Expose(space, draft, reply) => {
+                let result = self.medium.expose(&space, draft, now).map_err(err);
+                if result.is_ok() {
+                    self.announce(&space);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Retract(space, key, reply) => {
+                let result = self.medium.retract(&space, &key, None, now).map_err(err);
+                if result.is_ok() {
+                    self.announce(&space);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Trust(space, peer, score, reply) => {
+                let result = self.medium.set_trust(&space, peer, score, now).map_err(err);
+                if result.is_ok() {
+                    self.announce(&space);
+                    // The trusted document may now go to this peer.
+                    self.sync_all_docs(peer.to_peer_id(), &space);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Query(space, pattern, expired, reply) => {
+                let _ = reply.send(
+                    self.medium
+                        .query(&reader, &space, &pattern, now, expired)
+                        .map_err(err),
+                );
+            }
+            Command::Search(space, text, max_tokens, reply) => {
+                let _ = reply.send(
+                    self.medium
+                        .search(&reader, &space, &text, max_tokens, now)
+                        .map_err(err),
+                );
+            }
+            Command::Join(space, reply) => {
+                let result = self.medium.join(space.clone()).map_err(err);
+                if result.is_ok() {
+                    self.subscribe(&space);
+                    for peer in self.connected.clone() {
+                        self.sync_all_docs(peer, &space);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Dial(addr, reply) => {
+                let text = addr.to_string();
+                let result = self.swarm.dial(addr).map_err(|e| NodeError::Dial {
+                    addr: text,
+                    detail: e.to_string(),
+                });
+                let _ = reply.send(result);
+            }
+            Command::Peers(reply) => {
+                let peers = self
+                    .connected
+                    .iter()
+                    .filter_map(|p| PublicKey::from_peer_id(p).ok())
+                    .collect();
+                let _ = reply.send(Ok(peers));
+            }
+            Command::Listening(reply) => {
+                let _ = reply.send(Ok(self.listening_full()));
+            }
+            Command::FindProviders(capability, reply) => {
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(capability_key(&capability));
+                self.provider_queries
+                    .insert(query, (BTreeSet::new(), reply));
+            }
+        }
+    }
+
+    /// Announces the heads of this node's documents in `space` after a local change.
+    fn announce(&mut self, space: &Space) {
+        let docs = [
+            DocId::public(space.clone()),
+            DocId::trusted(space.clone(), self.me()),
+        ];
+        for doc in docs {
+            let Some(heads) = self.medium.heads(&doc) else {
+                continue;
+            };
+            let payload = Heads {
+                space: space.clone(),
+                doc: doc.doc.clone(),
+                heads: heads.iter().map(|h| ByteBuf::from(h.0.to_vec())).collect(),
+            };
+            self.publish(space, Channel::Heads, &payload);
+        }
+    }
+
+    fn publish<P: membrane_protocol::Payload>(
+        &mut self,
+        space: &Space,
+        channel: Channel,
+        payload: &P,
+    ) {
+        match Envelope::seal(&self.keypair, now_ms(), payload) {
+            Ok(env) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(channel.topic(space), env.to_bytes());
+                if let Err(e) = result {
+                    trace!(%space, ?channel, error = %e, "publish");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot seal gossip"),
+        }
+    }
+
+    fn publish_ad(&mut self) {
+        self.ad_version += 1;
+        let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+        for space in spaces {
+            let ad = CapabilityAd {
+                space: space.clone(),
+                name: self.options.name.clone(),
+                capabilities: self.options.capabilities.clone(),
+                exposes: Vec::new(),
+                version: self.ad_version,
+                expires_at_ms: now_ms() + AD_LIFETIME.as_millis() as u64,
+            };
+            self.publish(&space, Channel::Capabilities, &ad);
+        }
+    }
+
+    fn anti_entropy(&mut self) {
+        for addr in self.options.bootstrap.clone() {
+            let connected = match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => self.connected.contains(&peer),
+                _ => false,
+            };
+            if !connected {
+                self.dial(addr);
+            }
+        }
+        let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+        for peer in self.connected.clone() {
+            for space in &spaces {
+                self.sync_all_docs(peer, space);
+            }
+        }
+        self.publish_ad();
+    }
+
+    fn sync_all_docs(&mut self, peer: PeerId, space: &Space) {
+        let Ok(key) = PublicKey::from_peer_id(&peer) else {
+            return;
+        };
+        for doc in self.medium.docs_for_peer(space, &key) {
+            self.start_sync(peer, doc, false);
+        }
+    }
+
+    /// Sends the next sync message for (`peer`, `doc`) unless one is in flight. With
+    /// `pull`, sends even when this side has nothing, to fetch what the peer has queued.
+    fn start_sync(&mut self, peer: PeerId, doc: DocId, pull: bool) {
+        if self.in_flight.contains(&(peer, doc.clone())) {
+            return;
+        }
+        let Ok(key) = PublicKey::from_peer_id(&peer) else {
+            return;
+        };
+        let frames = self.medium.sync_generate(&key, &doc);
+        let outbox = self.outbox.entry((peer, doc.clone())).or_default();
+        outbox.extend(frames);
+        if outbox.is_empty() && !pull {
+            return;
+        }
+        let message = drain(&doc, outbox, None);
+        self.in_flight.insert((peer, doc));
+        self.swarm.behaviour_mut().sync.send_request(&peer, message);
+    }
+
+    /// Applies the frames of a message from `peer`. Returns the refusal to send back, if any.
+    fn receive_frames(&mut self, peer: PeerId, doc: &DocId, frames: &[ByteBuf]) -> Option<Refusal> {
+        let Ok(key) = PublicKey::from_peer_id(&peer) else {
+            return Some(Refusal::Rejected);
+        };
+        for frame in frames {
+            match self.medium.sync_receive(&key, frame, now_ms()) {
+                Ok(report) if report.rejected.is_empty() => {}
+                Ok(report) => {
+                    self.report_threat(key, &report, frame);
+                    self.drop_peer_sessions(peer);
+                    return Some(Refusal::Rejected);
+                }
+                Err(SyncError::NotInAudience { .. }) => return Some(Refusal::NotYet),
+                Err(SyncError::UnknownSpace(_)) => return Some(Refusal::UnknownSpace),
+                Err(SyncError::Frame(reason)) => {
+                    let report = SyncReport {
+                        doc: doc.clone(),
+                        applied: 0,
+                        records: 0,
+                        rejected: vec![membrane_crdt::Rejection {
+                            change: None,
+                            actor: Some(key),
+                            reason,
+                        }],
+                    };
+                    self.report_threat(key, &report, frame);
+                    self.drop_peer_sessions(peer);
+                    return Some(Refusal::Rejected);
+                }
+                Err(e) => {
+                    warn!(peer = %key, error = %e, "sync frame not applied");
+                    self.medium.reset_session(&key, doc);
+                    return Some(Refusal::NotYet);
+                }
+            }
+        }
+        None
+    }
+
+    fn drop_peer_sessions(&mut self, peer: PeerId) {
+        if let Ok(key) = PublicKey::from_peer_id(&peer) {
+            self.medium.drop_sessions(&key);
+        }
+        self.outbox.retain(|(p, _), _| *p != peer);
+        self.in_flight.retain(|(p, _)| *p != peer);
+    }
+
+    fn report_threat(&mut self, offender: PublicKey, report: &SyncReport, evidence: &[u8]) {
+        let Some(first) = report.rejected.first() else {
+            return;
+        };
+        let (kind, severity) = match &first.reason {
+            RejectReason::Forged(_) | RejectReason::Unsigned => {
+                (ThreatKind::Forgery, Severity::Fatal)
+            }
+            RejectReason::Trespass(_) => (ThreatKind::Trespass, Severity::High),
+            RejectReason::Equivocation { .. } => (ThreatKind::Equivocation, Severity::High),
+            RejectReason::Oversize { .. }
+            | RejectReason::Undecodable(_)
+            | RejectReason::Panicked => (ThreatKind::Malformed, Severity::Mid),
+            _ => (ThreatKind::Malformed, Severity::Low),
+        };
+        warn!(peer = %offender, reason = %first.reason, "peer sent bad sync data");
+        let signal = ThreatSignal {
+            space: report.doc.space.clone(),
+            offender,
+            kind,
+            severity,
+            evidence_hash: sha2::Sha256::digest(evidence).into(),
+            evidence: (evidence.len() <= membrane_protocol::signals::MAX_EVIDENCE_BYTES)
+                .then(|| ByteBuf::from(evidence.to_vec())),
+        };
+        let space = report.doc.space.clone();
+        self.publish(&space, Channel::Threats, &signal);
+        let _ = self.events.send(NodeEvent::Threat {
+            reporter: self.me(),
+            signal,
+        });
+    }
+
+    fn on_sync_request(
+        &mut self,
+        peer: PeerId,
+        request: SyncMessage,
+        channel: ResponseChannel<SyncMessage>,
+    ) {
+        let doc = DocId {
+            space: request.space.clone(),
+            doc: request.doc.clone(),
+        };
+        let refused = self.receive_frames(peer, &doc, &request.frames);
+        let response = match refused {
+            Some(refusal) => SyncMessage {
+                space: doc.space.clone(),
+                doc: doc.doc.clone(),
+                frames: Vec::new(),
+                more: false,
+                refused: Some(refusal),
+            },
+            None => {
+                let frames = PublicKey::from_peer_id(&peer)
+                    .map(|key| self.medium.sync_generate(&key, &doc))
+                    .unwrap_or_default();
+                let outbox = self.outbox.entry((peer, doc.clone())).or_default();
+                outbox.extend(frames);
+                drain(&doc, outbox, None)
+            }
+        };
+        if self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, response)
+            .is_err()
+        {
+            debug!(%peer, "sync response dropped: the peer went away");
+        }
+    }
+
+    fn on_sync_response(&mut self, peer: PeerId, response: SyncMessage) {
+        let doc = DocId {
+            space: response.space.clone(),
+            doc: response.doc.clone(),
+        };
+        self.in_flight.remove(&(peer, doc.clone()));
+        let Ok(key) = PublicKey::from_peer_id(&peer) else {
+            return;
+        };
+        match response.refused {
+            Some(Refusal::NotYet) => {
+                self.medium.reset_session(&key, &doc);
+                self.outbox.remove(&(peer, doc));
+                return;
+            }
+            Some(Refusal::UnknownSpace) => {
+                self.medium.reset_session(&key, &doc);
+                self.outbox.remove(&(peer, doc));
+                return;
+            }
+            Some(Refusal::Rejected) => {
+                self.drop_peer_sessions(peer);
+                return;
+            }
+            None => {}
+        }
+        if self.receive_frames(peer, &doc, &response.frames).is_some() {
+            return;
+        }
+        // Our generator decides whether an answer is due; if the peer holds more, pull it.
+        self.start_sync(peer, doc, response.more);
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+        let verdict = self.check_gossip(&message, &spaces);
+        let acceptance = match &verdict {
+            Ok(_) => MessageAcceptance::Accept,
+            Err(Some(_)) => MessageAcceptance::Reject,
+            Err(None) => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+        let (space, channel, envelope) = match verdict {
+            Ok(v) => v,
+            Err(Some(why)) => {
+                debug!(%source, why, "gossip rejected");
+                return;
+            }
+            Err(None) => return,
+        };
+        let author = *envelope.author();
+        match channel {
+            Channel::Heads => {
+                let Ok(heads) = envelope.open::<Heads>() else {
+                    return;
+                };
+                let doc = DocId {
+                    space,
+                    doc: heads.doc,
+                };
+                let known = self.medium.heads(&doc).unwrap_or_default();
+                let unknown = heads
+                    .heads
+                    .iter()
+                    .any(|h| !known.iter().any(|k| k.0.as_slice() == h.as_slice()));
+                if unknown {
+                    // Sync with the author if connected, else with whoever relayed it.
+                    let author_peer = author.to_peer_id();
+                    let peer = if self.connected.contains(&author_peer) {
+                        author_peer
+                    } else {
+                        source
+                    };
+                    if let Ok(key) = PublicKey::from_peer_id(&peer)
+                        && self.medium.docs_for_peer(&doc.space, &key).contains(&doc)
+                    {
+                        self.start_sync(peer, doc, true);
+                    }
+                }
+            }
+            Channel::Threats => {
+                if let Ok(signal) = envelope.open::<ThreatSignal>() {
+                    info!(reporter = %author, offender = %signal.offender, kind = ?signal.kind, "threat signal");
+                    let _ = self.events.send(NodeEvent::Threat {
+                        reporter: author,
+                        signal,
+                    });
+                }
+            }
+            Channel::Capabilities => {
+                if let Ok(ad) = envelope.open::<CapabilityAd>() {
+                    trace!(agent = %author, name = %ad.name, "capability ad");
+                }
+            }
+            Channel::Intents => {
+                if let Ok(intent) = envelope.open::<Intent>() {
+                    trace!(agent = %author, topic = %intent.topic, "intent");
+                }
+            }
+        }
+    }
+
+    /// Validates a gossip message: our signature, its size, its kind for the topic, its
+    /// space, and that its author is the gossip source. `Err(None)` means ignore.
+    #[allow(clippy::type_complexity)]
+    fn check_gossip(
+        &self,
+        message: &gossipsub::Message,
+        spaces: &[Space],
+    ) -> Result<(Space, Channel, Envelope), Option<String>> {
+        let (space, channel) = topics::lookup(&message.topic, spaces).ok_or(None)?;
+        let envelope = Envelope::decode(&message.data, channel.kind().max_frame_bytes(), now_ms())
+            .map_err(|e| Some(e.to_string()))?;
+        if envelope.kind() != channel.kind() {
+            return Err(Some(format!(
+                "a {} on the {channel:?} topic",
+                envelope.kind()
+            )));
+        }
+        let source = message.source.ok_or_else(|| Some("no source".to_owned()))?;
+        let source_key = PublicKey::from_peer_id(&source).map_err(|e| Some(e.to_string()))?;
+        envelope
+            .expect_author(&source_key)
+            .map_err(|e| Some(e.to_string()))?;
+        let payload_space = match channel {
+            Channel::Heads => envelope.open::<Heads>().map(|p| p.space),
+            Channel::Threats => envelope.open::<ThreatSignal>().map(|p| p.space),
+            Channel::Capabilities => envelope.open::<CapabilityAd>().map(|p| p.space),
+            Channel::Intents => envelope.open::<Intent>().map(|p| p.space),
+        }
+        .map_err(|e| Some(e.to_string()))?;
+        if payload_space != space {
+            return Err(Some(format!(
+                "a payload of space {payload_space} on a topic of {space}"
+            )));
+        }
+        Ok((space, channel, envelope))
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => self.on_listen(address),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    self.connected.insert(peer_id);
+                    if let Ok(peer) = PublicKey::from_peer_id(&peer_id) {
+                        debug!(%peer, "connected");
+                        let _ = self.events.send(NodeEvent::PeerConnected { peer });
+                    }
+                    let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+                    for space in &spaces {
+                        self.sync_all_docs(peer_id, space);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
+                self.drop_peer_sessions(peer_id);
+                if let Ok(peer) = PublicKey::from_peer_id(&peer_id) {
+                    let _ = self.events.send(NodeEvent::PeerDisconnected { peer });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.on_sync_request(peer, request, channel);
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.on_sync_response(peer, response);
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                request_response::Event::OutboundFailure { peer, error, .. },
+            )) => {
+                debug!(%peer, %error, "sync request failed");
+                self.in_flight.retain(|(p, _)| *p != peer);
+                if let Ok(key) = PublicKey::from_peer_id(&peer) {
+                    self.medium.drop_sessions(&key);
+                }
+                self.outbox.retain(|(p, _), _| *p != peer);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            })) => {
+                if let kad::QueryResult::GetProviders(result) = result {
+                    if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
+                        && let Some((found, _)) = self.provider_queries.get_mut(&id)
+                    {
+                        found.extend(
+                            providers
+                                .iter()
+                                .filter_map(|p| PublicKey::from_peer_id(p).ok()),
+                        );
+                    }
+                    if step.last
+                        && let Some((found, reply)) = self.provider_queries.remove(&id)
+                    {
+                        let _ = reply.send(Ok(found.into_iter().collect()));
+                    }
+                }
+            }
+            other => trace!(?other, "swarm event"),
+        }
+    }
+}
+
+/// Takes frames from the front of `outbox` up to the message budget.
+fn drain(doc: &DocId, outbox: &mut VecDeque<Vec<u8>>, refused: Option<Refusal>) -> SyncMessage {
+    let mut frames = Vec::new();
+    let mut size = 0;
+    while let Some(front) = outbox.front() {
+        if !frames.is_empty() && size + front.len() > MESSAGE_FRAME_BUDGET {
+            break;
+        }
+        size += front.len();
+        if let Some(frame) = outbox.pop_front() {
+            frames.push(ByteBuf::from(frame));
+        }
+    }
+    SyncMessage {
+        space: doc.space.clone(),
+        doc: doc.doc.clone(),
+        frames,
+        more: !outbox.is_empty(),
+        refused,
+    }
+}

@@ -1,0 +1,288 @@
+//! The node's public face: [`Node::spawn`] starts the event loop, and a cloneable
+//! [`NodeHandle`] talks to it with bounded commands and oneshot replies (the handle-plus-
+//! actor shape of rust-libp2p's file-sharing example). Only our own types cross here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use membrane_crdt::{Draft, Exposed, QueryAnswer, SearchAnswer, Storage};
+use membrane_protocol::cost::TokenCounter;
+use membrane_protocol::permeability::Reader;
+use membrane_protocol::signals::{Capability, ThreatSignal};
+use membrane_protocol::{EnvelopeId, Key, Keypair, Pattern, PublicKey, Score, Space};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::network::TransportKind;
+
+/// Commands waiting for the event loop, at most.
+pub const COMMAND_CAPACITY: usize = 256;
+/// Events buffered for each subscriber; a slower subscriber misses the oldest.
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Its identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (and redial while disconnected).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Spaces to join (the default space is always joined).
+    pub spaces: Vec<Space>,
+    /// The agent's name, in its capability ad.
+    pub name: String,
+    /// The agent's capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Run Kademlia in server mode.
+    pub kad_server: bool,
+    /// TCP or in-process memory.
+    pub transport: TransportKind,
+    /// How often to resync with every connected peer.
+    pub anti_entropy: Duration,
+    /// The medium's own configuration.
+    pub medium: membrane_crdt::Config,
+    /// Where to write `node.json` when ready, if anywhere.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeOptions {
+    /// Options for an in-process test or simulation node.
+    pub fn memory(keypair: Keypair) -> Self {
+        Self {
+            keypair,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            spaces: Vec::new(),
+            name: "agent".into(),
+            capabilities: Vec::new(),
+            kad_server: true,
+            transport: TransportKind::Memory,
+            anti_entropy: Duration::from_secs(30),
+            medium: membrane_crdt::Config::default(),
+            data_dir: None,
+        }
+    }
+}
+
+/// What happened at the node.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A listener is up on this address.
+    Listening {
+        /// The address, with `/p2p/<peer id>`.
+        addr: String,
+    },
+    /// A peer connected.
+    PeerConnected {
+        /// Who.
+        peer: PublicKey,
+    },
+    /// A peer's last connection closed.
+    PeerDisconnected {
+        /// Who.
+        peer: PublicKey,
+    },
+    /// The medium integrated something (an exposed entry, a merge, a conflict, a
+    /// rejection …).
+    Medium(membrane_crdt::Event),
+    /// A verified threat signal arrived (or this node published one).
+    Threat {
+        /// Who reported it.
+        reporter: PublicKey,
+        /// The report.
+        signal: ThreatSignal,
+    },
+}
+
+/// Why a node call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The medium refused (bad key, unknown space, …): the message says why.
+    #[error("{0}")]
+    Medium(String),
+    /// The address could not be dialled.
+    #[error("cannot dial {addr}: {detail}")]
+    Dial {
+        /// The address.
+        addr: String,
+        /// Why.
+        detail: String,
+    },
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// A request for the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Expose(Space, Draft, Reply<Exposed>),
+    Retract(Space, Key, Reply<EnvelopeId>),
+    Trust(Space, PublicKey, Score, Reply<EnvelopeId>),
+    Query(Space, Pattern, bool, Reply<QueryAnswer>),
+    Search(Space, String, u32, Reply<SearchAnswer>),
+    Join(Space, Reply<()>),
+    Dial(Multiaddr, Reply<()>),
+    Peers(Reply<Vec<PublicKey>>),
+    Listening(Reply<Vec<String>>),
+    FindProviders(String, Reply<Vec<PublicKey>>),
+}
+
+/// A cloneable handle to a running node.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    id: PublicKey,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    shutdown: mpsc::Sender<()>,
+}
+
+/// Starts nodes.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a node on the current tokio runtime over `storage`. Returns once it is
+    /// listening on every requested address.
+    pub async fn spawn<S>(
+        options: NodeOptions,
+        storage: S,
+        tokens: Arc<dyn TokenCounter>,
+    ) -> anyhow::Result<(NodeHandle, tokio::task::JoinHandle<()>)>
+    where
+        S: Storage + Send + 'static,
+    {
+        let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (shutdown, shutdown_rx) = mpsc::channel(1);
+        let id = options.keypair.public();
+        let service = crate::network::service::Service::new(
+            options,
+            storage,
+            tokens,
+            command_rx,
+            shutdown_rx,
+            events.clone(),
+        )
+        .await?;
+        let task = tokio::spawn(service.run());
+        Ok((
+            NodeHandle {
+                id,
+                commands,
+                events,
+                shutdown,
+            },
+            task,
+        ))
+    }
+}
+
+impl NodeHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> &PublicKey {
+        &self.id
+    }
+
+    /// Follows the node's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Exposes an entry (acknowledged only once durable).
+    pub async fn expose(&self, space: &Space, draft: Draft) -> Result<Exposed, NodeError> {
+        self.call(|r| Command::Expose(space.clone(), draft, r))
+            .await
+    }
+
+    /// Retracts this node's entry under `key`.
+    pub async fn retract(&self, space: &Space, key: &Key) -> Result<EnvelopeId, NodeError> {
+        self.call(|r| Command::Retract(space.clone(), key.clone(), r))
+            .await
+    }
+
+    /// Publishes this node's trust in `peer`.
+    pub async fn trust(
+        &self,
+        space: &Space,
+        peer: PublicKey,
+        score: Score,
+    ) -> Result<EnvelopeId, NodeError> {
+        self.call(|r| Command::Trust(space.clone(), peer, score, r))
+            .await
+    }
+
+    /// Queries as this node's agent.
+    pub async fn query(
+        &self,
+        space: &Space,
+        pattern: &Pattern,
+        include_expired: bool,
+    ) -> Result<QueryAnswer, NodeError> {
+        self.call(|r| Command::Query(space.clone(), pattern.clone(), include_expired, r))
+            .await
+    }
+
+    /// Searches as this node's agent.
+    pub async fn search(
+        &self,
+        space: &Space,
+        text: &str,
+        max_tokens: u32,
+    ) -> Result<SearchAnswer, NodeError> {
+        self.call(|r| Command::Search(space.clone(), text.to_owned(), max_tokens, r))
+            .await
+    }
+
+    /// Joins a space.
+    pub async fn join(&self, space: &Space) -> Result<(), NodeError> {
+        self.call(|r| Command::Join(space.clone(), r)).await
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.call(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PublicKey>, NodeError> {
+        self.call(Command::Peers).await
+    }
+
+    /// Addresses this node listens on, with `/p2p/<peer id>`.
+    pub async fn listening(&self) -> Result<Vec<String>, NodeError> {
+        self.call(Command::Listening).await
+    }
+
+    /// Agents advertising `capability` in the DHT.
+    pub async fn find_providers(&self, capability: &str) -> Result<Vec<PublicKey>, NodeError> {
+        self.call(|r| Command::FindProviders(capability.to_owned(), r))
+            .await
+    }
+
+    /// Asks the node to stop; the event loop flushes and returns.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(()).await;
+    }
+}
+
+/// The reader a node's agent reads as: itself, accepting everything it may see.
+pub(crate) fn own_reader(id: PublicKey) -> Reader {
+    Reader::open(id)
+}
