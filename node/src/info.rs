@@ -37,6 +37,9 @@ pub struct NodeInfo {
     pub pid: u32,
     /// When the node started, in milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// Peers connected when the file was last written (rewritten as that changes).
+    #[serde(default)]
+    pub peers: usize,
 }
 
 /// The path of `node.json` in `data_dir`.
@@ -100,6 +103,7 @@ mod tests {
             api: "127.0.0.1:7420".to_owned(),
             pid: 4242,
             started_at_ms: 1_767_225_600_000,
+            peers: 2,
         }
     }
 

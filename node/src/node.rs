@@ -46,6 +46,8 @@ pub struct NodeOptions {
     pub medium: membrane_crdt::Config,
     /// Where to write `node.json` when ready, if anywhere.
     pub data_dir: Option<PathBuf>,
+    /// The agent API's address, for `node.json` (the API itself is served by the binary).
+    pub api: Option<String>,
 }
 
 impl NodeOptions {
@@ -63,6 +65,7 @@ impl NodeOptions {
             anti_entropy: Duration::from_secs(30),
             medium: membrane_crdt::Config::default(),
             data_dir: None,
+            api: None,
         }
     }
 }

@@ -34,6 +34,8 @@ use crate::node::{Command, NodeError, NodeEvent, NodeOptions, own_reader};
 
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
+/// Peers discovered through the DHT are dialled while fewer than this many are connected.
+const MAX_DIAL_MESH: usize = 32;
 /// How long a capability ad stays valid.
 const AD_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -63,6 +65,7 @@ pub(crate) struct Service<S: Storage> {
     in_flight: BTreeSet<(PeerId, DocId)>,
     listening: Vec<Multiaddr>,
     ad_version: u64,
+    started_at_ms: u64,
     // Looked up by id only, never iterated: a HashMap is fine (QueryId is not Ord).
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
 }
@@ -100,6 +103,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             in_flight: BTreeSet::new(),
             listening: Vec::new(),
             ad_version: now_ms(),
+            started_at_ms: now_ms(),
             provider_queries: HashMap::new(),
         };
         let spaces: Vec<Space> = service.medium.spaces().cloned().collect();
@@ -171,18 +175,24 @@ impl<S: Storage + Send + 'static> Service<S> {
         let _ = self.events.send(NodeEvent::Listening {
             addr: full.to_string(),
         });
-        if let Some(dir) = &self.options.data_dir {
-            let info = serde_json::json!({
-                "peer_id": self.keypair.public().to_string(),
-                "listen": self.listening_full(),
-                "pid": std::process::id(),
-            });
-            let tmp = dir.join("node.json.tmp");
-            let done = std::fs::write(&tmp, info.to_string())
-                .and_then(|()| std::fs::rename(&tmp, dir.join("node.json")));
-            if let Err(e) = done {
-                warn!(error = %e, "cannot write node.json");
-            }
+        self.write_info();
+    }
+
+    /// Rewrites `node.json` (atomically) for scripts: who, where, how many peers.
+    fn write_info(&self) {
+        let Some(dir) = &self.options.data_dir else {
+            return;
+        };
+        let info = crate::info::NodeInfo {
+            peer_id: self.keypair.public().to_string(),
+            listen: self.listening_full(),
+            api: self.options.api.clone().unwrap_or_default(),
+            pid: std::process::id(),
+            started_at_ms: self.started_at_ms,
+            peers: self.connected.len(),
+        };
+        if let Err(e) = crate::info::write(dir, &info) {
+            warn!(error = %e, "cannot write node.json");
         }
     }
 
@@ -694,8 +704,9 @@ impl<S: Storage + Send + 'static> Service<S> {
             } => {
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
+                    self.write_info();
                     if let Ok(peer) = PublicKey::from_peer_id(&peer_id) {
-                        debug!(%peer, "connected");
+                        info!(%peer, peers = self.connected.len(), "peer connected");
                         let _ = self.events.send(NodeEvent::PeerConnected { peer });
                     }
                     let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
@@ -710,6 +721,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 ..
             } => {
                 self.connected.remove(&peer_id);
+                self.write_info();
                 self.drop_peer_sessions(peer_id);
                 if let Ok(peer) = PublicKey::from_peer_id(&peer_id) {
                     let _ = self.events.send(NodeEvent::PeerDisconnected { peer });
@@ -722,6 +734,22 @@ impl<S: Storage + Send + 'static> Service<S> {
             })) => {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                // Now the routing table holds someone: look for the rest of the mesh.
+                if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                    trace!(error = %e, "kad bootstrap");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, ..
+            })) => {
+                // Meet every peer the DHT reveals, up to a bound, so a small mesh becomes
+                // fully connected and sync need not route through one node.
+                if !self.connected.contains(&peer)
+                    && self.connected.len() < MAX_DIAL_MESH
+                    && let Err(e) = self.swarm.dial(peer)
+                {
+                    trace!(%peer, error = %e, "dial discovered peer");
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
