@@ -19,6 +19,7 @@
 
 pub mod doc;
 pub mod events;
+pub mod hostile;
 pub mod index;
 pub mod layout;
 pub mod medium;

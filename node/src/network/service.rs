@@ -66,6 +66,7 @@ pub(crate) struct Service<S: Storage> {
     listening: Vec<Multiaddr>,
     ad_version: u64,
     started_at_ms: u64,
+    announced: bool,
     // Looked up by id only, never iterated: a HashMap is fine (QueryId is not Ord).
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
 }
@@ -104,6 +105,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             listening: Vec::new(),
             ad_version: now_ms(),
             started_at_ms: now_ms(),
+            announced: false,
             provider_queries: HashMap::new(),
         };
         let spaces: Vec<Space> = service.medium.spaces().cloned().collect();
@@ -139,8 +141,15 @@ impl<S: Storage + Send + 'static> Service<S> {
         for addr in service.options.bootstrap.clone() {
             service.dial(addr);
         }
-        for cap in service.options.capabilities.clone() {
-            if let Err(e) = service
+        service.provide_capabilities();
+        Ok(service)
+    }
+
+    /// Announces this agent as a provider of each capability in the DHT, under
+    /// `sha256("cap:" + capability)`. Kademlia republishes the records hourly after that.
+    fn provide_capabilities(&mut self) {
+        for cap in self.options.capabilities.clone() {
+            if let Err(e) = self
                 .swarm
                 .behaviour_mut()
                 .kad
@@ -149,7 +158,6 @@ impl<S: Storage + Send + 'static> Service<S> {
                 warn!(capability = %cap.name, error = %e, "cannot announce capability");
             }
         }
-        Ok(service)
     }
 
     fn subscribe(&mut self, space: &Space) {
@@ -743,6 +751,12 @@ impl<S: Storage + Send + 'static> Service<S> {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, ..
             })) => {
+                // The first peer in the routing table: announce our capabilities to the DHT
+                // (at start there was nobody to store the records with).
+                if !self.announced {
+                    self.announced = true;
+                    self.provide_capabilities();
+                }
                 // Meet every peer the DHT reveals, up to a bound, so a small mesh becomes
                 // fully connected and sync need not route through one node.
                 if !self.connected.contains(&peer)
