@@ -28,7 +28,9 @@ mod query;
 mod sync;
 
 use crate::storage::{Batch, Storage};
-pub use query::{Denial, QueryAnswer, SEARCH_CANDIDATES, SearchAnswer, SearchHit, render_hit};
+pub use query::{
+    Denial, QueryAnswer, SEARCH_CANDIDATES, SearchAnswer, SearchHit, render_hit, search_candidates,
+};
 pub use sync::{MAX_SYNC_FRAME_BYTES, SyncError, SyncFrame, SyncReport};
 
 /// Compact a document once its incremental changes reach this many bytes and exceed its

@@ -13,6 +13,18 @@ use crate::storage::Storage;
 
 /// Most candidates search ranks before packing.
 pub const SEARCH_CANDIDATES: usize = 256;
+/// Fewest candidates search ranks, however small the budget.
+const MIN_SEARCH_CANDIDATES: usize = 16;
+/// Candidates per token of budget: a hit costs tens to hundreds of tokens, so one
+/// candidate per 8 tokens leaves the packer several times more hits than can fit.
+const TOKENS_PER_CANDIDATE: u32 = 8;
+
+/// How many BM25 candidates a search with `max_tokens` ranks and packs.
+pub fn search_candidates(max_tokens: u32) -> usize {
+    usize::try_from(max_tokens / TOKENS_PER_CANDIDATE)
+        .unwrap_or(SEARCH_CANDIDATES)
+        .clamp(MIN_SEARCH_CANDIDATES, SEARCH_CANDIDATES)
+}
 
 /// A denial in a query answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,9 +159,10 @@ impl<S: Storage> Medium<S> {
                     && decide(reader, EntryMeta::from(entry), &trust).is_visible()
             })
         };
-        let found = index
-            .search_index()
-            .search_filtered(text, SEARCH_CANDIDATES, visible);
+        let found =
+            index
+                .search_index()
+                .search_filtered(text, search_candidates(max_tokens), visible);
         let mut candidates = Vec::with_capacity(found.len());
         let mut scored = BTreeMap::new();
         for hit in found {

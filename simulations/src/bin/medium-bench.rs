@@ -1,6 +1,6 @@
 //! The shared medium against raw Automerge, in the same run.
 //!
-//! `cargo run -p membrane-simulations --release --bin medium-bench [-- --quick]`
+//! `cargo run -p membrane-simulations --release --bin medium-bench [-- --quick] [--latency-only]`
 //!
 //! Prints one table per measurement: signed write throughput vs raw put+commit; cold sync
 //! of a 20,000-change document with full verification vs raw Automerge sync; a one-change
