@@ -353,6 +353,23 @@ impl<S: Storage + Send + 'static> Service<S> {
             };
             self.publish(space, Channel::Heads, &payload);
         }
+        // Push the change to every connected peer that may hold the document: after a local
+        // change Automerge always has a message to send, so this is one round trip. The
+        // heads announcement reaches the rest, who pull.
+        for peer in self.connected.clone() {
+            let Ok(key) = PublicKey::from_peer_id(&peer) else {
+                continue;
+            };
+            for doc in self.medium.docs_for_peer(space, &key) {
+                let ours = match &doc.doc {
+                    membrane_protocol::signals::DocRef::Public => true,
+                    membrane_protocol::signals::DocRef::Trusted(owner) => owner == &self.me(),
+                };
+                if ours {
+                    self.start_sync(peer, doc, false);
+                }
+            }
+        }
     }
 
     fn publish<P: membrane_protocol::Payload>(
@@ -639,6 +656,11 @@ impl<S: Storage + Send + 'static> Service<S> {
                     if let Ok(key) = PublicKey::from_peer_id(&peer)
                         && self.medium.docs_for_peer(&doc.space, &key).contains(&doc)
                     {
+                        // Automerge generates nothing new while it awaits an answer to its
+                        // last message, and the peer may have had nothing to answer. A fresh
+                        // session always speaks first, and the peer, receiving it, sends
+                        // what we lack.
+                        self.medium.reset_session(&key, &doc);
                         self.start_sync(peer, doc, true);
                     }
                 }

@@ -44,36 +44,47 @@ async fn mesh(n: usize) -> anyhow::Result<Vec<NodeHandle>> {
     Ok(nodes)
 }
 
-/// Exposes one entry on node 0 and returns how long each other node took to merge it.
+/// Exposes one entry on node 0 and returns how long each other node took to merge it,
+/// each node watched by its own task so one slow check never delays another's clock.
 async fn spread(nodes: &[NodeHandle], round: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut feeds: Vec<_> = nodes.iter().skip(1).map(NodeHandle::subscribe).collect();
     let key: membrane_protocol::Key = format!("bench.r{round}").parse()?;
+    let pattern: membrane_protocol::Pattern = key.as_str().parse()?;
     let start = Instant::now();
+    let mut watchers = Vec::new();
+    for node in &nodes[1..] {
+        let node = node.clone();
+        let mut feed = node.subscribe();
+        let pattern = pattern.clone();
+        watchers.push(tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let event = tokio::time::timeout_at(deadline, feed.recv()).await.ok()?;
+                if let Ok(NodeEvent::Medium(e)) = event
+                    && matches!(e.kind, EventKind::Merged { .. })
+                {
+                    let answer = node
+                        .query(&Space::default_space(), &pattern, false)
+                        .await
+                        .ok()?;
+                    if !answer.hits.is_empty() {
+                        return Some(start.elapsed());
+                    }
+                }
+            }
+        }));
+    }
     nodes[0]
         .expose(
             &Space::default_space(),
             Draft::new(key.clone(), "payload", Some(Tier::Public)),
         )
         .await?;
-    let mut times = Vec::with_capacity(feeds.len());
-    for (i, feed) in feeds.iter_mut().enumerate() {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let event = tokio::time::timeout_at(deadline, feed.recv())
-                .await
-                .map_err(|_| anyhow::anyhow!("node {} never received round {round}", i + 1))?;
-            if let Ok(NodeEvent::Medium(e)) = event
-                && matches!(e.kind, EventKind::Merged { .. })
-            {
-                let answer = nodes[i + 1]
-                    .query(&Space::default_space(), &key.as_str().parse()?, false)
-                    .await?;
-                if !answer.hits.is_empty() {
-                    times.push(start.elapsed());
-                    break;
-                }
-            }
-        }
+    let mut times = Vec::with_capacity(watchers.len());
+    for (i, watcher) in watchers.into_iter().enumerate() {
+        let time = watcher
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("node {} never received round {round}", i + 1))?;
+        times.push(time);
     }
     Ok(times)
 }
