@@ -652,30 +652,12 @@ impl<S: Storage> Medium<S> {
             seq: self.seq + 1,
         };
         let env = Envelope::seal(&self.keypair, now_ms, &retraction)?;
-        self.seq += 1;
-        let mut batch = Batch::new();
-        self.commit_to(
-            &DocId::public(space.clone()),
-            std::slice::from_ref(&env),
-            now_ms,
-            &mut batch,
-        )?;
-        let id = env.id();
-        if let Some(state) = self.spaces.get_mut(space) {
-            state
-                .index
-                .add_counted(&Record::Retraction(env, retraction), &*self.tokens);
-        }
-        self.log(
-            EventKind::Retracted {
-                space: space.clone(),
-                id: target,
-                key: key.clone(),
-            },
-            &mut batch,
-        );
-        self.finish(batch)?;
-        Ok(id)
+        let event = EventKind::Retracted {
+            space: space.clone(),
+            id: target,
+            key: key.clone(),
+        };
+        self.publish_record(space, Record::Retraction(env, retraction), event, now_ms)
     }
 
     /// Publishes this node's trust in `trustee` as a signed edge in the public document.
@@ -697,7 +679,25 @@ impl<S: Storage> Medium<S> {
             seq: self.seq + 1,
         };
         let env = Envelope::seal(&self.keypair, now_ms, &edge)?;
+        let event = EventKind::TrustSet {
+            space: space.clone(),
+            trustee,
+            score,
+        };
+        self.publish_record(space, Record::Trust(env, edge), event, now_ms)
+    }
+
+    /// Commits one sealed record of ours (which used the next owner seq) to the public
+    /// document of `space`, indexes it, logs `event`, and persists it all in one batch.
+    fn publish_record(
+        &mut self,
+        space: &Space,
+        record: Record,
+        event: EventKind,
+        now_ms: u64,
+    ) -> Result<EnvelopeId, Error<S::Error>> {
         self.seq += 1;
+        let env = record.envelope().clone();
         let mut batch = Batch::new();
         self.commit_to(
             &DocId::public(space.clone()),
@@ -705,22 +705,12 @@ impl<S: Storage> Medium<S> {
             now_ms,
             &mut batch,
         )?;
-        let id = env.id();
         if let Some(state) = self.spaces.get_mut(space) {
-            state
-                .index
-                .add_counted(&Record::Trust(env, edge), &*self.tokens);
+            state.index.add_counted(&record, &*self.tokens);
         }
-        self.log(
-            EventKind::TrustSet {
-                space: space.clone(),
-                trustee,
-                score,
-            },
-            &mut batch,
-        );
+        self.log(event, &mut batch);
         self.finish(batch)?;
-        Ok(id)
+        Ok(env.id())
     }
 
     /// Everyone's trust edges in `space`, with this node's threshold.

@@ -3,12 +3,14 @@
 //! ever applied. Kademlia finds a capability provider among 20 nodes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ROOT};
+use common::{DEADLINE, eventually};
 use membrane_crdt::hostile::plant_change;
 use membrane_crdt::{DocId, MemoryStorage};
 use membrane_node::{Node, NodeEvent, NodeHandle, NodeOptions};
@@ -20,8 +22,6 @@ use membrane_protocol::{
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn space() -> Space {
     "climate-brief".parse().unwrap()
@@ -50,25 +50,6 @@ async fn spawn(
         .await
         .unwrap()
         .0
-}
-
-async fn eventually<F, Fut>(node: &NodeHandle, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let mut events = node.subscribe();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if check().await {
-            return;
-        }
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-            Ok(Err(RecvError::Closed)) => panic!("node stopped while waiting for {what}"),
-            Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-        }
-    }
 }
 
 fn record_key(author: &PublicKey, env: &Envelope) -> String {

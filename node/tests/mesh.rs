@@ -4,20 +4,18 @@
 //! with a deadline; nothing sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::eventually;
 use membrane_crdt::{Draft, Storage};
 use membrane_node::storage::SledStorage;
 use membrane_node::{Node, NodeHandle, NodeOptions};
 use membrane_protocol::cost::ApproxCounter;
 use membrane_protocol::{Keypair, Pattern, Score, Space, Tier};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Instant;
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn spawn(seed: u8, bootstrap: Option<&str>, dir: &Path) -> NodeHandle {
     let mut options = NodeOptions::memory(Keypair::from_seed(&[seed; 32]));
@@ -35,26 +33,6 @@ async fn spawn(seed: u8, bootstrap: Option<&str>, dir: &Path) -> NodeHandle {
 
 fn space() -> Space {
     "climate-brief".parse().unwrap()
-}
-
-/// Waits until `check` holds, re-checking after every event the node emits.
-async fn eventually<F, Fut>(node: &NodeHandle, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let mut events = node.subscribe();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if check().await {
-            return;
-        }
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-            Ok(Err(RecvError::Closed)) => panic!("node stopped while waiting for {what}"),
-            Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-        }
-    }
 }
 
 async fn hits(node: &NodeHandle, pattern: &str) -> usize {

@@ -12,26 +12,25 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples[rank.min(samples.len() - 1)]
 }
 
-/// Peak resident memory of this process, in bytes, from `/proc/self/status` (Linux).
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A `kB` field of `/proc/self/status` (Linux), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
 }
 
+/// Peak resident memory of this process, in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
 /// Current resident memory of this process, in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    status_bytes("VmRSS:")
 }
 
 #[cfg(test)]
