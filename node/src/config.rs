@@ -28,6 +28,7 @@
 //! | `--name` | `MEMBRANE_NAME` | `name` | `agent` |
 //! | `--capability` | — | `capabilities` | none |
 //! | `--kad-server` | — | `kad_server` | off |
+//! | `--relay-server` | — | `relay_server` | off |
 //! | `--mdns` | — | `mdns` | off |
 //! | `--log-format` | `MEMBRANE_LOG_FORMAT` | `log_format` | `text` |
 //! | `--trust-threshold` | — | `trust_threshold` | `0.5` |
@@ -168,6 +169,10 @@ pub struct NodeArgs {
     #[arg(long)]
     pub kad_server: bool,
 
+    /// Relay connections for nodes behind NAT (for public bootstrap nodes): --relay-server
+    #[arg(long)]
+    pub relay_server: bool,
+
     /// Find peers on the local network with mDNS, e.g. --mdns
     #[arg(long)]
     pub mdns: bool,
@@ -240,6 +245,8 @@ pub struct NodeConfig {
     pub capabilities: Vec<Capability>,
     /// Run Kademlia in server mode from the start.
     pub kad_server: bool,
+    /// Act as a circuit relay for nodes behind NAT.
+    pub relay_server: bool,
     /// Discover peers on the LAN with mDNS.
     pub mdns: bool,
     /// Log format.
@@ -424,6 +431,7 @@ struct FileConfig {
     name: Option<String>,
     capabilities: Option<FileCapabilities>,
     kad_server: Option<bool>,
+    relay_server: Option<bool>,
     mdns: Option<bool>,
     log_format: Option<String>,
     trust_threshold: Option<f64>,
@@ -623,6 +631,7 @@ impl NodeConfig {
             name: DEFAULT_NAME.to_owned(),
             capabilities: Vec::new(),
             kad_server: false,
+            relay_server: false,
             mdns: false,
             log_format: LogFormat::Text,
             trust_threshold: Score::DEFAULT_THRESHOLD,
@@ -668,6 +677,7 @@ impl NodeConfig {
         };
         config.api_allow_remote = switch(args.api_allow_remote, |c| c.api_allow_remote);
         config.kad_server = switch(args.kad_server, |c| c.kad_server);
+        config.relay_server = switch(args.relay_server, |c| c.relay_server);
         config.mdns = switch(args.mdns, |c| c.mdns);
         config = config.with_default_listen();
 

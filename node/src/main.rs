@@ -118,6 +118,8 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         name: config.name.clone(),
         capabilities: config.capabilities.clone(),
         kad_server: config.kad_server,
+        relay_server: config.relay_server,
+        mdns: config.mdns,
         transport: TransportKind::Tcp,
         anti_entropy: Duration::from_secs(30),
         medium: membrane_crdt::Config {

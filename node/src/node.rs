@@ -38,6 +38,10 @@ pub struct NodeOptions {
     pub capabilities: Vec<Capability>,
     /// Run Kademlia in server mode.
     pub kad_server: bool,
+    /// Relay connections for nodes behind NAT (public bootstrap nodes).
+    pub relay_server: bool,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
     /// TCP or in-process memory.
     pub transport: TransportKind,
     /// How often to resync with every connected peer.
@@ -61,6 +65,8 @@ impl NodeOptions {
             name: "agent".into(),
             capabilities: Vec::new(),
             kad_server: true,
+            relay_server: false,
+            mdns: false,
             transport: TransportKind::Memory,
             anti_entropy: Duration::from_secs(30),
             medium: membrane_crdt::Config::default(),

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad,
-    memory_connection_limits, ping, request_response,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
+    identity, kad, mdns, memory_connection_limits, ping, relay, request_response,
 };
 use sha2_hash::content_id;
 
@@ -55,6 +56,11 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
     pub(crate) gate: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -67,11 +73,37 @@ pub(crate) struct Behaviour {
 pub(crate) enum BuildError {
     #[error("gossipsub configuration: {0}")]
     Gossipsub(String),
+    #[error("mDNS: {0}")]
+    Mdns(std::io::Error),
+}
+
+/// Which optional roles the behaviour takes on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Roles {
+    /// Kademlia server mode from the start.
+    pub(crate) kad_server: bool,
+    /// Circuit relay for nodes behind NAT.
+    pub(crate) relay_server: bool,
+    /// LAN discovery.
+    pub(crate) mdns: bool,
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &identity::Keypair, kad_server: bool) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        key: &identity::Keypair,
+        relay_client: relay::client::Behaviour,
+        roles: Roles,
+    ) -> Result<Self, BuildError> {
+        let kad_server = roles.kad_server;
         let peer_id = key.public().to_peer_id();
+        let mdns = if roles.mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                    .map_err(BuildError::Mdns)?,
+            )
+        } else {
+            None
+        };
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(MAX_ESTABLISHED))
             .with_max_established_per_peer(Some(MAX_PER_PEER))
@@ -116,6 +148,15 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_PERCENTAGE),
             gate: allow_block_list::Behaviour::default(),
+            relay_client,
+            relay_server: Toggle::from(
+                roles
+                    .relay_server
+                    .then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
+            ),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            mdns: Toggle::from(mdns),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                     .with_agent_version(format!("membrane/{}", env!("CARGO_PKG_VERSION"))),

@@ -13,7 +13,7 @@ use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::{Swarm, SwarmBuilder, Transport, noise, tcp, yamux};
 
-pub(crate) use behaviour::Behaviour;
+pub(crate) use behaviour::{Behaviour, Roles};
 
 /// Which transport a node speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +26,12 @@ pub enum TransportKind {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn behaviour(key: &libp2p::identity::Keypair, kad_server: bool) -> Result<Behaviour, BoxError> {
-    Ok(Behaviour::new(key, kad_server)?)
+fn behaviour(
+    key: &libp2p::identity::Keypair,
+    relay_client: libp2p::relay::client::Behaviour,
+    roles: Roles,
+) -> Result<Behaviour, BoxError> {
+    Ok(Behaviour::new(key, relay_client, roles)?)
 }
 
 /// How long an idle connection stays open.
@@ -36,7 +40,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) fn build_swarm(
     key: libp2p::identity::Keypair,
     transport: TransportKind,
-    kad_server: bool,
+    roles: Roles,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = match transport {
         TransportKind::Tcp => SwarmBuilder::with_existing_identity(key)
@@ -47,7 +51,8 @@ pub(crate) fn build_swarm(
                 yamux::Config::default,
             )?
             .with_dns()?
-            .with_behaviour(|key| behaviour(key, kad_server))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|key, relay| behaviour(key, relay, roles))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
             .build(),
         TransportKind::Memory => SwarmBuilder::with_existing_identity(key)
@@ -58,7 +63,8 @@ pub(crate) fn build_swarm(
                     .authenticate(noise::Config::new(key)?)
                     .multiplex(yamux::Config::default()))
             })?
-            .with_behaviour(|key| behaviour(key, kad_server))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|key, relay| behaviour(key, relay, roles))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
             .build(),
     };

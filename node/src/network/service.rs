@@ -88,7 +88,12 @@ impl<S: Storage + Send + 'static> Service<S> {
                 .join(space.clone())
                 .map_err(|e| anyhow::anyhow!("joining {space}: {e}"))?;
         }
-        let swarm = super::build_swarm(keypair.to_libp2p(), options.transport, options.kad_server)?;
+        let roles = super::Roles {
+            kad_server: options.kad_server,
+            relay_server: options.relay_server,
+            mdns: options.mdns,
+        };
+        let swarm = super::build_swarm(keypair.to_libp2p(), options.transport, roles)?;
         let last_event = medium.events_since(0).last().map_or(0, |e| e.seq);
         let mut service = Self {
             swarm,
@@ -837,6 +842,35 @@ impl<S: Storage + Send + 'static> Service<S> {
                         && let Some((found, reply)) = self.provider_queries.remove(&id)
                     {
                         let _ = reply.send(Ok(found.into_iter().collect()));
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if !self.connected.contains(&peer) {
+                        debug!(%peer, %addr, "found on the LAN");
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer, addr.clone());
+                        if let Err(e) = self.swarm.dial(addr) {
+                            trace!(%peer, error = %e, "dial LAN peer");
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(
+                libp2p::autonat::Event::StatusChanged { new, .. },
+            )) => {
+                info!(status = ?new, "NAT status");
+                // Behind NAT: listen through the bootstrap nodes as relays, so others can
+                // reach us (and DCUtR can upgrade to a direct connection).
+                if matches!(new, libp2p::autonat::NatStatus::Private) {
+                    for addr in self.options.bootstrap.clone() {
+                        let circuit = addr.with(libp2p::multiaddr::Protocol::P2pCircuit);
+                        if let Err(e) = self.swarm.listen_on(circuit.clone()) {
+                            debug!(%circuit, error = %e, "cannot listen through relay");
+                        }
                     }
                 }
             }
