@@ -108,7 +108,7 @@ fn chaos(
                 queue.swap_remove(at)
             };
             let from = *replicas[i].me();
-            match replicas[j].sync_receive(&from, &frame, NOW) {
+            match replicas[j].sync_receive(&from, &frame) {
                 Ok(report) => assert!(report.rejected.is_empty(), "{report:?}"),
                 Err(SyncError::NotInAudience { .. }) => {
                     let to = *replicas[j].me();

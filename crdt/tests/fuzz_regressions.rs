@@ -31,7 +31,7 @@ fn sync_receive_regressions() {
     let peer = Keypair::from_seed(&[2; 32]).public();
     for path in files {
         let data = std::fs::read(&path).unwrap();
-        if let Ok(report) = medium.sync_receive(&peer, &data, NOW) {
+        if let Ok(report) = medium.sync_receive(&peer, &data) {
             assert_eq!(report.applied, 0, "{}", path.display());
         }
     }

@@ -128,7 +128,7 @@ fn signed(actor: &Keypair, c: &automerge::Change) -> (Vec<u8>, Option<[u8; 64]>)
 /// Delivers `frame` from the attacker to `b` and returns the single rejection reason.
 fn rejected(b: &mut Replica, attacker: &Keypair, space: &Space, frame: &[u8]) -> RejectReason {
     let before = snapshot(b, space);
-    let report = b.sync_receive(&attacker.public(), frame, NOW).unwrap();
+    let report = b.sync_receive(&attacker.public(), frame).unwrap();
     assert_eq!(report.applied, 0, "{report:?}");
     assert_eq!(report.rejected.len(), 1, "{report:?}");
     assert_eq!(snapshot(b, space), before, "state changed");
@@ -267,7 +267,6 @@ fn equivocation_is_refused_after_the_first_use_of_a_seq() {
         .sync_receive(
             &m,
             &frame(&space, DocRef::Public, vec![signed(&mallory, &c1)]),
-            NOW,
         )
         .unwrap();
     assert_eq!(report.applied, 1, "{report:?}");
@@ -297,23 +296,23 @@ fn whole_frames_that_are_not_frames_are_refused() {
     let m = Keypair::from_seed(&[66; 32]).public();
     let before = snapshot(&b, &space);
     assert!(matches!(
-        b.sync_receive(&m, &[0xFF, 0x00, 0x13], NOW),
+        b.sync_receive(&m, &[0xFF, 0x00, 0x13]),
         Err(SyncError::Frame(RejectReason::Undecodable(_)))
     ));
     assert!(matches!(
-        b.sync_receive(&m, &vec![0; MAX_SYNC_FRAME_BYTES + 1], NOW),
+        b.sync_receive(&m, &vec![0; MAX_SYNC_FRAME_BYTES + 1]),
         Err(SyncError::Frame(RejectReason::Oversize { .. }))
     ));
     let other_space: Space = "elsewhere".parse().unwrap();
     let f = frame(&other_space, DocRef::Public, vec![]);
     assert!(matches!(
-        b.sync_receive(&m, &f, NOW),
+        b.sync_receive(&m, &f),
         Err(SyncError::UnknownSpace(_))
     ));
     // A trusted document whose owner does not trust this node.
     let f = frame(&space, DocRef::Trusted(m), vec![]);
     assert!(matches!(
-        b.sync_receive(&m, &f, NOW),
+        b.sync_receive(&m, &f),
         Err(SyncError::NotInAudience { .. })
     ));
     assert_eq!(snapshot(&b, &space), before);
@@ -337,7 +336,7 @@ fn a_thousand_hostile_payloads_change_nothing_and_never_panic() {
     let hello = fresh
         .sync_generate(&a_key, &DocId::public(space.clone()))
         .remove(0);
-    a.sync_receive(&fresh_key, &hello, NOW).unwrap();
+    a.sync_receive(&fresh_key, &hello).unwrap();
     let full = a
         .sync_generate(&fresh_key, &DocId::public(space.clone()))
         .remove(0);
@@ -350,7 +349,7 @@ fn a_thousand_hostile_payloads_change_nothing_and_never_panic() {
     let mut tried = 0;
     let mut deliver = |payload: Vec<u8>, b: &mut Replica| {
         tried += 1;
-        if let Ok(report) = b.sync_receive(&a_key, &payload, NOW) {
+        if let Ok(report) = b.sync_receive(&a_key, &payload) {
             assert_eq!(report.applied, 0, "hostile payload applied: {report:?}");
         }
     };
@@ -387,7 +386,7 @@ fn a_thousand_hostile_payloads_change_nothing_and_never_panic() {
         target.join(space.clone()).unwrap();
         let target_before = snapshot(&target, &space);
         let genuine: Vec<&[u8]> = decoded.sigs.iter().map(|(h, _)| h.as_slice()).collect();
-        match target.sync_receive(&a_key, &codec::to_vec(&frame).unwrap(), NOW) {
+        match target.sync_receive(&a_key, &codec::to_vec(&frame).unwrap()) {
             Ok(_) => {
                 // Untampered changes may legitimately apply, and so may a flip in bytes the
                 // change hash does not cover (the chunk checksum): the content is the genuine

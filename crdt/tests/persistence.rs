@@ -203,12 +203,12 @@ fn a_large_history_syncs_across_several_bounded_frames() {
         largest_frames = largest_frames.max(to_b.len());
         for f in &to_b {
             assert!(f.len() <= membrane_crdt::medium::MAX_SYNC_FRAME_BYTES);
-            let report = b.sync_receive(&ka, f, NOW).unwrap();
+            let report = b.sync_receive(&ka, f).unwrap();
             assert!(report.rejected.is_empty());
         }
         let to_a = b.sync_generate(&ka, &doc);
         for f in &to_a {
-            a.sync_receive(&kb, f, NOW).unwrap();
+            a.sync_receive(&kb, f).unwrap();
         }
         if to_b.is_empty() && to_a.is_empty() {
             break;

@@ -36,7 +36,7 @@ fn replica() -> &'static Mutex<Medium<MemoryStorage>> {
 fuzz_target!(|data: &[u8]| {
     let mut medium = replica().lock().unwrap_or_else(|e| e.into_inner());
     let peer = Keypair::from_seed(&[2; 32]).public();
-    if let Ok(report) = medium.sync_receive(&peer, data, NOW) {
+    if let Ok(report) = medium.sync_receive(&peer, data) {
         assert_eq!(report.applied, 0, "unsigned fuzz input was applied");
     }
 });

@@ -184,7 +184,6 @@ impl<S: Storage> Medium<S> {
         &mut self,
         peer: &PublicKey,
         frame: &[u8],
-        now_ms: u64,
     ) -> Result<SyncReport, SyncError> {
         let frame: SyncFrame = codec::from_slice(frame, MAX_SYNC_FRAME_BYTES).map_err(|e| {
             SyncError::Frame(match e {
@@ -422,7 +421,6 @@ impl<S: Storage> Medium<S> {
                 &mut batch,
             );
         }
-        let _ = now_ms;
         self.finish(batch)
             .map_err(|e| SyncError::Storage(e.to_string()))?;
         Ok(report)

@@ -51,7 +51,7 @@ pub fn one_way(
     let mut sent = false;
     for doc in from.docs_for_peer(space, &to_key) {
         for frame in from.sync_generate(&to_key, &doc) {
-            match to.sync_receive(&from_key, &frame, NOW) {
+            match to.sync_receive(&from_key, &frame) {
                 Ok(report) => {
                     sent = true;
                     reports.push(report);

@@ -457,7 +457,7 @@ impl<S: Storage + Send + 'static> Service<S> {
         if outbox.is_empty() && !pull {
             return;
         }
-        let message = drain(&doc, outbox, None);
+        let message = drain(&doc, outbox);
         self.in_flight.insert((peer, doc));
         self.swarm.behaviour_mut().sync.send_request(&peer, message);
     }
@@ -468,7 +468,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             return Some(Refusal::Rejected);
         };
         for frame in frames {
-            match self.medium.sync_receive(&key, frame, now_ms()) {
+            match self.medium.sync_receive(&key, frame) {
                 Ok(report) if report.rejected.is_empty() => {}
                 Ok(report) => {
                     self.report_threat(key, &report, frame);
@@ -568,7 +568,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .unwrap_or_default();
                 let outbox = self.outbox.entry((peer, doc.clone())).or_default();
                 outbox.extend(frames);
-                drain(&doc, outbox, None)
+                drain(&doc, outbox)
             }
         };
         if self
@@ -592,12 +592,9 @@ impl<S: Storage + Send + 'static> Service<S> {
             return;
         };
         match response.refused {
-            Some(Refusal::NotYet) => {
-                self.medium.reset_session(&key, &doc);
-                self.outbox.remove(&(peer, doc));
-                return;
-            }
-            Some(Refusal::UnknownSpace) => {
+            // Not now (retried by a later round) or not at all: either way this exchange
+            // ends and the next one starts from a fresh session.
+            Some(Refusal::NotYet | Refusal::UnknownSpace) => {
                 self.medium.reset_session(&key, &doc);
                 self.outbox.remove(&(peer, doc));
                 return;
@@ -880,7 +877,7 @@ impl<S: Storage + Send + 'static> Service<S> {
 }
 
 /// Takes frames from the front of `outbox` up to the message budget.
-fn drain(doc: &DocId, outbox: &mut VecDeque<Vec<u8>>, refused: Option<Refusal>) -> SyncMessage {
+fn drain(doc: &DocId, outbox: &mut VecDeque<Vec<u8>>) -> SyncMessage {
     let mut frames = Vec::new();
     let mut size = 0;
     while let Some(front) = outbox.front() {
@@ -897,6 +894,6 @@ fn drain(doc: &DocId, outbox: &mut VecDeque<Vec<u8>>, refused: Option<Refusal>) 
         doc: doc.doc.clone(),
         frames,
         more: !outbox.is_empty(),
-        refused,
+        refused: None,
     }
 }

@@ -66,13 +66,13 @@ fn sync_until_quiet(
             quiet = false;
             messages += 1;
             bytes += f.len();
-            b.sync_receive(&ka, &f, NOW)?;
+            b.sync_receive(&ka, &f)?;
         }
         for f in b.sync_generate(&ka, doc) {
             quiet = false;
             messages += 1;
             bytes += f.len();
-            a.sync_receive(&kb, &f, NOW)?;
+            a.sync_receive(&kb, &f)?;
         }
         if quiet {
             return Ok((messages, bytes));
