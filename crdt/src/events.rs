@@ -4,7 +4,7 @@
 //! number with [`crate::Medium::events_since`]. It is local to the node: replicas agree on
 //! the medium's content, not on the order their logs saw it.
 
-use membrane_protocol::signals::DocRef;
+use membrane_protocol::signals::{DocRef, Severity, ThreatKind};
 use membrane_protocol::{EnvelopeId, Key, PublicKey, Score, Space, Tier};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,52 @@ pub enum EventKind {
         changes: usize,
         /// New records they carried.
         records: usize,
+    },
+    /// A peer's entry arrived through sync (one event per new entry; read it with a query).
+    Arrived {
+        /// Space.
+        space: Space,
+        /// Entry id.
+        id: EnvelopeId,
+        /// Key.
+        key: Key,
+        /// Its owner.
+        owner: PublicKey,
+        /// Its tier.
+        tier: Tier,
+    },
+    /// A peer retracted one of its entries, and the retraction arrived through sync.
+    Withdrawn {
+        /// Space.
+        space: Space,
+        /// The retracted entry.
+        id: EnvelopeId,
+        /// Its key.
+        key: Key,
+        /// Its owner.
+        owner: PublicKey,
+    },
+    /// A broadcast message arrived from an agent of the space (or this node sent one).
+    Broadcast {
+        /// Space.
+        space: Space,
+        /// Who sent it.
+        from: PublicKey,
+        /// The message.
+        message: String,
+    },
+    /// A verified threat signal arrived (or this node published one).
+    Threat {
+        /// Space.
+        space: Space,
+        /// Who reported it.
+        reporter: PublicKey,
+        /// Who misbehaved.
+        offender: PublicKey,
+        /// What they did.
+        offence: ThreatKind,
+        /// How bad.
+        severity: Severity,
     },
     /// Two owners disagree on a key.
     Conflict {

@@ -721,6 +721,20 @@ impl<S: Storage> Medium<S> {
         )
     }
 
+    /// Records something the node observed outside the medium (a broadcast, a threat
+    /// signal) in the event log, durably, so agents follow one sequence.
+    pub fn note(&mut self, kind: EventKind) -> Result<u64, Error<S::Error>> {
+        let mut batch = Batch::new();
+        self.log(kind, &mut batch);
+        self.storage.write(batch).map_err(Error::Storage)?;
+        Ok(self.events.last().map_or(0, |e| e.seq))
+    }
+
+    /// The sequence number of the newest event, 0 when the log is empty.
+    pub fn last_event(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.seq)
+    }
+
     /// Events with a sequence number above `seq`, oldest first.
     pub fn events_since(&self, seq: u64) -> &[Event] {
         let start = self.events.partition_point(|e| e.seq <= seq);

@@ -32,6 +32,9 @@
 //! | `--mdns` | — | `mdns` | off |
 //! | `--log-format` | `MEMBRANE_LOG_FORMAT` | `log_format` | `text` |
 //! | `--trust-threshold` | — | `trust_threshold` | `0.5` |
+//! | `--budget-tokens` | `MEMBRANE_BUDGET_TOKENS` | `budget_tokens` | none (unlimited) |
+//! | `--budget-window` | — | `budget_window_secs` | `3600` |
+//! | `--budget-action` | — | `budget_action` | `halt` |
 //!
 //! An environment variable that is set but empty counts as unset. A relative `data_dir` in
 //! a config file is relative to the file's directory; a leading `~` is the home directory.
@@ -57,6 +60,9 @@
 //! mdns = false
 //! log_format = "json"
 //! trust_threshold = 0.6
+//! budget_tokens = 200000
+//! budget_window_secs = 3600
+//! budget_action = "halt"
 //!
 //! [capabilities]
 //! fact_check = "Checks claims against cited sources"
@@ -72,6 +78,7 @@ use std::str::FromStr;
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use membrane_protocol::cost::BudgetAction;
 use membrane_protocol::signals::{
     Capability, MAX_CAPABILITIES, MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES,
 };
@@ -84,6 +91,8 @@ pub const ENV_DATA_DIR: &str = "MEMBRANE_DATA_DIR";
 pub const ENV_CONFIG: &str = "MEMBRANE_CONFIG";
 /// Environment variable for `--listen`, comma-separated.
 pub const ENV_LISTEN: &str = "MEMBRANE_LISTEN";
+/// Environment variable for `--budget-tokens`.
+pub const ENV_BUDGET_TOKENS: &str = "MEMBRANE_BUDGET_TOKENS";
 /// Environment variable for `--api`.
 pub const ENV_API_ADDR: &str = "MEMBRANE_API_ADDR";
 /// Environment variable for `--bootstrap`, comma-separated.
@@ -185,6 +194,21 @@ pub struct NodeArgs {
     /// --trust-threshold 0.7 [default: 0.5]
     #[arg(long, value_name = "SCORE")]
     pub trust_threshold: Option<String>,
+
+    /// Tokens the agent may take in through query and search answers per window, e.g.
+    /// --budget-tokens 200000 [env: MEMBRANE_BUDGET_TOKENS] [default: unlimited]
+    #[arg(long, value_name = "TOKENS")]
+    pub budget_tokens: Option<String>,
+
+    /// Length of the budget window in seconds (0: never resets), e.g. --budget-window
+    /// 3600 [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    pub budget_window: Option<String>,
+
+    /// What a spent budget does: halt refuses answers with 429, warn lets them through
+    /// and logs, e.g. --budget-action warn [default: halt]
+    #[arg(long, value_name = "ACTION", value_parser = ["halt", "warn"])]
+    pub budget_action: Option<String>,
 }
 
 /// How the node writes its logs.
@@ -253,6 +277,19 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// Lowest trust a peer needs to receive this node's trusted-tier entries.
     pub trust_threshold: Score,
+    /// The agent's token budget, if it has one.
+    pub budget: Option<BudgetConfig>,
+}
+
+/// The agent's token budget: what crosses into its context through answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// Tokens per window.
+    pub tokens: u64,
+    /// Window length in seconds; 0 means it never resets.
+    pub window_secs: u64,
+    /// Halt or warn once spent.
+    pub action: BudgetAction,
 }
 
 impl Default for NodeConfig {
@@ -392,6 +429,9 @@ const NAME: Setting = setting("--name", "name", Some(ENV_NAME));
 const CAPABILITIES: Setting = setting("--capability", "capabilities", None);
 const LOG_FORMAT: Setting = setting("--log-format", "log_format", Some(ENV_LOG_FORMAT));
 const TRUST_THRESHOLD: Setting = setting("--trust-threshold", "trust_threshold", None);
+const BUDGET_TOKENS: Setting = setting("--budget-tokens", "budget_tokens", Some(ENV_BUDGET_TOKENS));
+const BUDGET_WINDOW: Setting = setting("--budget-window", "budget_window_secs", None);
+const BUDGET_ACTION: Setting = setting("--budget-action", "budget_action", None);
 
 /// What is wrong with one value, before it is tied to a flag and a source.
 struct Bad {
@@ -435,6 +475,9 @@ struct FileConfig {
     mdns: Option<bool>,
     log_format: Option<String>,
     trust_threshold: Option<f64>,
+    budget_tokens: Option<u64>,
+    budget_window_secs: Option<u64>,
+    budget_action: Option<String>,
 }
 
 /// `capabilities` in a file: a table of name = description, or a list of
@@ -635,6 +678,7 @@ impl NodeConfig {
             mdns: false,
             log_format: LogFormat::Text,
             trust_threshold: Score::DEFAULT_THRESHOLD,
+            budget: None,
         }
         .with_default_listen()
     }
@@ -742,6 +786,7 @@ impl NodeConfig {
             config.trust_threshold =
                 parse_threshold(&raw).map_err(|b| b.at(TRUST_THRESHOLD, &at, raw))?;
         }
+        config.budget = resolve_budget(args, &env, file)?;
 
         config.validate()?;
         Ok(config)
@@ -803,6 +848,11 @@ fn join(spaces: &[Space]) -> String {
 
 fn path_value((value, source): (String, Source)) -> (PathBuf, Source) {
     (PathBuf::from(value), source)
+}
+
+/// The platform's per-user data directory for membrane (what `--data-dir` defaults to).
+pub fn default_data_dir() -> Result<PathBuf, ConfigError> {
+    platform_data_dir()
 }
 
 /// The platform's per-user data directory for membrane.
@@ -967,6 +1017,28 @@ fn parse_spaces(origin: &Source, raw: &[String]) -> Result<Vec<Space>, ConfigErr
     Ok(spaces)
 }
 
+/// Checks an agent's name and capabilities as `register` gives them, with the same rules
+/// as the flags; the message names the bad value and what was expected.
+pub(crate) fn check_agent(name: &str, caps: &[Capability]) -> Result<(), String> {
+    check_name(name)
+        .map_err(|b| format!("name {name:?} {} (expected {})", b.problem, b.expected))?;
+    if caps.len() > MAX_CAPABILITIES {
+        return Err(format!(
+            "{} capabilities given (expected at most {MAX_CAPABILITIES})",
+            caps.len()
+        ));
+    }
+    for (i, cap) in caps.iter().enumerate() {
+        check_capability(cap, &caps[..i]).map_err(|b| {
+            format!(
+                "capability {:?} {} (expected {})",
+                cap.name, b.problem, b.expected
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<(), Bad> {
     let expected =
         format!("1 to {MAX_NAME_BYTES} bytes without control characters, e.g. researcher");
@@ -1037,6 +1109,58 @@ fn check_capability(cap: &Capability, earlier: &[Capability]) -> Result<(), Bad>
         return Err(bad("repeats a capability name", "each capability once"));
     }
     Ok(())
+}
+
+/// The budget flags: none without `--budget-tokens`; window and action only refine it.
+fn resolve_budget(
+    args: &NodeArgs,
+    env: &Env<'_>,
+    file: Option<&LoadedFile>,
+) -> Result<Option<BudgetConfig>, ConfigError> {
+    let number = |setting: Setting, at: &Source, raw: String| {
+        raw.trim().parse::<u64>().map_err(|_| {
+            bad("is not a whole number", "e.g. 200000 (or 0 for the window)").at(setting, at, raw)
+        })
+    };
+    let Some((raw, at)) = flag(&args.budget_tokens)
+        .or_else(|| env.get(BUDGET_TOKENS))
+        .or_else(|| {
+            in_file(file, BUDGET_TOKENS, |c| {
+                c.budget_tokens.map(|v| v.to_string())
+            })
+        })
+    else {
+        return Ok(None);
+    };
+    let tokens = number(BUDGET_TOKENS, &at, raw)?;
+    let mut budget = BudgetConfig {
+        tokens,
+        window_secs: 3600,
+        action: BudgetAction::Halt,
+    };
+    if let Some((raw, at)) = flag(&args.budget_window).or_else(|| {
+        in_file(file, BUDGET_WINDOW, |c| {
+            c.budget_window_secs.map(|v| v.to_string())
+        })
+    }) {
+        budget.window_secs = number(BUDGET_WINDOW, &at, raw)?;
+    }
+    if let Some((raw, at)) = flag(&args.budget_action)
+        .or_else(|| in_file(file, BUDGET_ACTION, |c| c.budget_action.clone()))
+    {
+        budget.action = match raw.trim() {
+            "halt" => BudgetAction::Halt,
+            "warn" => BudgetAction::Warn,
+            _ => {
+                return Err(bad("is not a budget action", "halt or warn").at(
+                    BUDGET_ACTION,
+                    &at,
+                    raw,
+                ));
+            }
+        };
+    }
+    Ok(Some(budget))
 }
 
 fn parse_threshold(raw: &str) -> Result<Score, Bad> {

@@ -5,12 +5,17 @@
 //! it to other nodes over libp2p: Kademlia discovery, gossipsub signals, and validated sync
 //! over request-response. [`node::Node::spawn`] starts one; [`node::NodeHandle`] drives it.
 
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod info;
 pub mod keyfile;
+pub mod mcp;
 pub mod network;
 pub mod node;
 pub mod storage;
 
 pub use network::TransportKind;
-pub use node::{Node, NodeError, NodeEvent, NodeHandle, NodeOptions};
+pub use node::{
+    Node, NodeError, NodeEvent, NodeHandle, NodeOptions, PeerInfo, Status, TrustEdgeView,
+};

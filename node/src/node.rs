@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use membrane_crdt::{Draft, Exposed, QueryAnswer, SearchAnswer, Storage};
+use membrane_crdt::{Draft, Event, Exposed, QueryAnswer, SearchAnswer, Storage};
 use membrane_protocol::cost::TokenCounter;
 use membrane_protocol::permeability::Reader;
 use membrane_protocol::signals::{Capability, ThreatSignal};
@@ -107,13 +107,70 @@ pub enum NodeEvent {
     },
 }
 
+/// What the node says about itself.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Its identity.
+    pub peer: PublicKey,
+    /// The agent's name.
+    pub name: String,
+    /// The agent's capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Spaces joined.
+    pub spaces: Vec<Space>,
+    /// Listening addresses, with `/p2p/<peer id>`.
+    pub listening: Vec<String>,
+    /// Connected peers.
+    pub peers: usize,
+    /// When the node started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The newest event's sequence number.
+    pub last_event: u64,
+}
+
+/// A connected peer and what its newest capability ad says, if one arrived.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Who.
+    pub peer: PublicKey,
+    /// The agent's name.
+    pub name: Option<String>,
+    /// Its capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Spaces its ads came from.
+    pub spaces: Vec<Space>,
+}
+
+/// One trust edge: `truster` trusts `trustee` this much.
+pub type TrustEdgeView = (PublicKey, PublicKey, Score);
+
+/// Sorts a medium error by whose fault it is.
+pub(crate) fn medium_error<E: std::error::Error + 'static>(
+    e: membrane_crdt::Error<E>,
+) -> NodeError {
+    use membrane_crdt::Error;
+    match e {
+        Error::UnknownSpace(space) => NodeError::UnknownSpace(space),
+        Error::NotFound { .. } => NodeError::NotFound(e.to_string()),
+        Error::Entry(_) | Error::Seal(_) | Error::SelfTrust => NodeError::Invalid(e.to_string()),
+        other => NodeError::Internal(other.to_string()),
+    }
+}
+
 /// Why a node call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// The medium refused (bad key, unknown space, …): the message says why.
+    /// The request breaks a rule of the medium (a limit, a bad tier, trusting oneself):
+    /// the message says which.
     #[error("{0}")]
-    Medium(String),
+    Invalid(String),
+    /// The thing named does not exist (no entry of this agent under the key).
+    #[error("{0}")]
+    NotFound(String),
+    /// The node failed (storage, a corrupt document); nothing was acknowledged.
+    #[error("{0}")]
+    Internal(String),
     /// The address could not be dialled.
     #[error("cannot dial {addr}: {detail}")]
     Dial {
@@ -122,6 +179,9 @@ pub enum NodeError {
         /// Why.
         detail: String,
     },
+    /// The space is not one this node has joined.
+    #[error("this node has not joined space {0} (join it first, or use one of its spaces)")]
+    UnknownSpace(Space),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -142,6 +202,12 @@ pub(crate) enum Command {
     Peers(Reply<Vec<PublicKey>>),
     Listening(Reply<Vec<String>>),
     FindProviders(String, Reply<Vec<PublicKey>>),
+    Register(String, Vec<Capability>, Reply<()>),
+    Broadcast(Space, String, Reply<EnvelopeId>),
+    Status(Reply<Status>),
+    PeerInfos(Reply<Vec<PeerInfo>>),
+    Trusts(Space, Reply<Vec<TrustEdgeView>>),
+    EventsSince(u64, usize, Reply<Vec<Event>>),
 }
 
 /// A cloneable handle to a running node.
@@ -283,6 +349,43 @@ impl NodeHandle {
     pub async fn find_providers(&self, capability: &str) -> Result<Vec<PublicKey>, NodeError> {
         self.call(|r| Command::FindProviders(capability.to_owned(), r))
             .await
+    }
+
+    /// Sets the agent's name and capabilities, republishes its capability ad and its
+    /// provider records.
+    pub async fn register(
+        &self,
+        name: String,
+        capabilities: Vec<Capability>,
+    ) -> Result<(), NodeError> {
+        self.call(|r| Command::Register(name, capabilities, r))
+            .await
+    }
+
+    /// Sends a message to every agent of `space` over gossip.
+    pub async fn broadcast(&self, space: &Space, message: String) -> Result<EnvelopeId, NodeError> {
+        self.call(|r| Command::Broadcast(space.clone(), message, r))
+            .await
+    }
+
+    /// What the node says about itself.
+    pub async fn status(&self) -> Result<Status, NodeError> {
+        self.call(Command::Status).await
+    }
+
+    /// Connected peers with their capability ads.
+    pub async fn peer_infos(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        self.call(Command::PeerInfos).await
+    }
+
+    /// Every trust edge published in `space`.
+    pub async fn trusts(&self, space: &Space) -> Result<Vec<TrustEdgeView>, NodeError> {
+        self.call(|r| Command::Trusts(space.clone(), r)).await
+    }
+
+    /// Up to `limit` events of the log with a sequence number above `seq`, oldest first.
+    pub async fn events_since(&self, seq: u64, limit: usize) -> Result<Vec<Event>, NodeError> {
+        self.call(|r| Command::EventsSince(seq, limit, r)).await
     }
 
     /// Asks the node to stop; the event loop flushes and returns.

@@ -71,6 +71,13 @@ impl TrustGraph {
         self.get(owner, reader) >= self.threshold
     }
 
+    /// Every edge, as (truster, trustee, score), in key order.
+    pub fn edges(&self) -> impl Iterator<Item = (&PublicKey, &PublicKey, Score)> + '_ {
+        self.edges
+            .iter()
+            .map(|((from, to), score)| (from, to, *score))
+    }
+
     /// Every edge from `truster`, in key order.
     pub fn edges_from<'a>(
         &'a self,

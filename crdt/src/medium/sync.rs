@@ -342,6 +342,7 @@ impl<S: Storage> Medium<S> {
         }));
         let mut batch = Batch::new();
         let mut conflicts: Vec<Conflict> = Vec::new();
+        let mut arrivals: Vec<EventKind> = Vec::new();
         match applied {
             Ok(Ok(())) => {
                 batch.put(
@@ -358,11 +359,30 @@ impl<S: Storage> Medium<S> {
                     batch.put(change_key(&id, store.next_change), bytes);
                     store.next_change += 1;
                     for record in &change.records {
-                        if space_state.index.add_counted(record, &**tokens) {
-                            report.records += 1;
+                        if !space_state.index.add_counted(record, &**tokens) {
+                            continue;
                         }
-                        if let Record::Entry(entry) = record {
-                            new_keys.insert(entry.body().key.clone());
+                        report.records += 1;
+                        match record {
+                            Record::Entry(entry) => {
+                                new_keys.insert(entry.body().key.clone());
+                                arrivals.push(EventKind::Arrived {
+                                    space: id.space.clone(),
+                                    id: entry.id(),
+                                    key: entry.body().key.clone(),
+                                    owner: *entry.owner(),
+                                    tier: entry.body().tier,
+                                });
+                            }
+                            Record::Retraction(envelope, retraction) => {
+                                arrivals.push(EventKind::Withdrawn {
+                                    space: id.space.clone(),
+                                    id: retraction.target,
+                                    key: retraction.key.clone(),
+                                    owner: *envelope.author(),
+                                });
+                            }
+                            Record::Trust(..) | Record::Presence(..) => {}
                         }
                     }
                 }
@@ -400,6 +420,9 @@ impl<S: Storage> Medium<S> {
                 },
                 &mut batch,
             );
+        }
+        for arrival in arrivals {
+            self.log(arrival, &mut batch);
         }
         for conflict in conflicts {
             self.log(

@@ -17,11 +17,14 @@ use libp2p::kad::{self, RecordKey};
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
+use membrane_crdt::EventKind;
 use membrane_crdt::medium::SyncError;
 use membrane_crdt::{DocId, Medium, RejectReason, Storage, SyncReport};
 use membrane_protocol::cost::TokenCounter;
-use membrane_protocol::signals::{CapabilityAd, Heads, Intent, Severity, ThreatKind, ThreatSignal};
-use membrane_protocol::{Envelope, Keypair, PublicKey, Space};
+use membrane_protocol::signals::{
+    Broadcast, CapabilityAd, Heads, Intent, Severity, ThreatKind, ThreatSignal,
+};
+use membrane_protocol::{Envelope, EnvelopeId, Keypair, PublicKey, Space};
 use serde_bytes::ByteBuf;
 use sha2::Digest;
 use tokio::sync::{broadcast, mpsc};
@@ -30,7 +33,7 @@ use tracing::{debug, info, trace, warn};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::codec::{MAX_SYNC_MESSAGE_BYTES, Refusal, SyncMessage};
 use super::topics::{self, Channel};
-use crate::node::{Command, NodeError, NodeEvent, NodeOptions, own_reader};
+use crate::node::{Command, NodeError, NodeEvent, NodeOptions, PeerInfo, Status, own_reader};
 
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
@@ -69,6 +72,8 @@ pub(crate) struct Service<S: Storage> {
     announced: bool,
     // Looked up by id only, never iterated: a HashMap is fine (QueryId is not Ord).
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
+    /// The newest capability ad of each agent, per space.
+    ads: BTreeMap<(PublicKey, Space), CapabilityAd>,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -112,6 +117,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             started_at_ms: now_ms(),
             announced: false,
             provider_queries: HashMap::new(),
+            ads: BTreeMap::new(),
         };
         let spaces: Vec<Space> = service.medium.spaces().cloned().collect();
         for space in &spaces {
@@ -261,7 +267,7 @@ impl<S: Storage + Send + 'static> Service<S> {
     fn on_command(&mut self, command: Command) {
         let now = now_ms();
         let reader = own_reader(self.me());
-        let err = |e: membrane_crdt::Error<S::Error>| NodeError::Medium(e.to_string());
+        let err = crate::node::medium_error::<S::Error>;
         match command {
             Command::Expose(space, draft, reply) => {
                 let result = self.medium.expose(&space, draft, now).map_err(err);
@@ -329,6 +335,48 @@ impl<S: Storage + Send + 'static> Service<S> {
             Command::Listening(reply) => {
                 let _ = reply.send(Ok(self.listening_full()));
             }
+            Command::Register(name, capabilities, reply) => {
+                self.options.name = name;
+                self.options.capabilities = capabilities;
+                self.publish_ad();
+                self.provide_capabilities();
+                let _ = reply.send(Ok(()));
+            }
+            Command::Broadcast(space, message, reply) => {
+                let _ = reply.send(self.broadcast(space, message));
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(Ok(Status {
+                    peer: self.me(),
+                    name: self.options.name.clone(),
+                    capabilities: self.options.capabilities.clone(),
+                    spaces: self.medium.spaces().cloned().collect(),
+                    listening: self.listening_full(),
+                    peers: self.connected.len(),
+                    started_at_ms: self.started_at_ms,
+                    last_event: self.medium.last_event(),
+                }));
+            }
+            Command::PeerInfos(reply) => {
+                let _ = reply.send(Ok(self.peer_infos()));
+            }
+            Command::Trusts(space, reply) => {
+                let result = if self.medium.spaces().any(|s| s == &space) {
+                    Ok(self
+                        .medium
+                        .trust(&space)
+                        .edges()
+                        .map(|(from, to, score)| (*from, *to, score))
+                        .collect())
+                } else {
+                    Err(NodeError::UnknownSpace(space))
+                };
+                let _ = reply.send(result);
+            }
+            Command::EventsSince(seq, limit, reply) => {
+                let events = self.medium.events_since(seq);
+                let _ = reply.send(Ok(events[..events.len().min(limit)].to_vec()));
+            }
             Command::FindProviders(capability, reply) => {
                 let query = self
                     .swarm
@@ -339,6 +387,65 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .insert(query, (BTreeSet::new(), reply));
             }
         }
+    }
+
+    /// Publishes a broadcast to `space` and records it in this node's own event log.
+    fn broadcast(&mut self, space: Space, message: String) -> Result<EnvelopeId, NodeError> {
+        if !self.medium.spaces().any(|s| s == &space) {
+            return Err(NodeError::UnknownSpace(space));
+        }
+        let payload = Broadcast {
+            space: space.clone(),
+            message,
+        };
+        let envelope = Envelope::seal(&self.keypair, now_ms(), &payload)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let id = envelope.id();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(Channel::Broadcasts.topic(&space), envelope.to_bytes())
+        {
+            // No peer in the mesh yet: the message is still the agent's, and logged.
+            debug!(%space, error = %e, "broadcast not gossiped");
+        }
+        self.note(EventKind::Broadcast {
+            space,
+            from: self.me(),
+            message: payload.message,
+        });
+        Ok(id)
+    }
+
+    /// Logs an event the medium did not produce itself.
+    fn note(&mut self, kind: EventKind) {
+        if let Err(e) = self.medium.note(kind) {
+            warn!(error = %e, "cannot log an event");
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let mut infos = Vec::new();
+        for peer in &self.connected {
+            let Ok(key) = PublicKey::from_peer_id(peer) else {
+                continue;
+            };
+            let ads: Vec<&CapabilityAd> = self
+                .ads
+                .iter()
+                .filter(|((k, _), _)| k == &key)
+                .map(|(_, ad)| ad)
+                .collect();
+            let newest = ads.iter().max_by_key(|ad| ad.version);
+            infos.push(PeerInfo {
+                peer: key,
+                name: newest.map(|ad| ad.name.clone()),
+                capabilities: newest.map(|ad| ad.capabilities.clone()).unwrap_or_default(),
+                spaces: ads.iter().map(|ad| ad.space.clone()).collect(),
+            });
+        }
+        infos
     }
 
     /// Announces the heads of this node's documents in `space` after a local change.
@@ -537,6 +644,13 @@ impl<S: Storage + Send + 'static> Service<S> {
         };
         let space = report.doc.space.clone();
         self.publish(&space, Channel::Threats, &signal);
+        self.note(EventKind::Threat {
+            space: space.clone(),
+            reporter: self.me(),
+            offender,
+            offence: kind,
+            severity,
+        });
         let _ = self.events.send(NodeEvent::Threat {
             reporter: self.me(),
             signal,
@@ -670,6 +784,13 @@ impl<S: Storage + Send + 'static> Service<S> {
             Channel::Threats => {
                 if let Ok(signal) = envelope.open::<ThreatSignal>() {
                     info!(reporter = %author, offender = %signal.offender, kind = ?signal.kind, "threat signal");
+                    self.note(EventKind::Threat {
+                        space: signal.space.clone(),
+                        reporter: author,
+                        offender: signal.offender,
+                        offence: signal.kind,
+                        severity: signal.severity,
+                    });
                     let _ = self.events.send(NodeEvent::Threat {
                         reporter: author,
                         signal,
@@ -679,11 +800,28 @@ impl<S: Storage + Send + 'static> Service<S> {
             Channel::Capabilities => {
                 if let Ok(ad) = envelope.open::<CapabilityAd>() {
                     trace!(agent = %author, name = %ad.name, "capability ad");
+                    let slot = (author, ad.space.clone());
+                    if self
+                        .ads
+                        .get(&slot)
+                        .is_none_or(|old| old.version < ad.version)
+                    {
+                        self.ads.insert(slot, ad);
+                    }
                 }
             }
             Channel::Intents => {
                 if let Ok(intent) = envelope.open::<Intent>() {
                     trace!(agent = %author, topic = %intent.topic, "intent");
+                }
+            }
+            Channel::Broadcasts => {
+                if let Ok(broadcast) = envelope.open::<Broadcast>() {
+                    self.note(EventKind::Broadcast {
+                        space: broadcast.space,
+                        from: author,
+                        message: broadcast.message,
+                    });
                 }
             }
         }
@@ -716,6 +854,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             Channel::Threats => envelope.open::<ThreatSignal>().map(|p| p.space),
             Channel::Capabilities => envelope.open::<CapabilityAd>().map(|p| p.space),
             Channel::Intents => envelope.open::<Intent>().map(|p| p.space),
+            Channel::Broadcasts => envelope.open::<Broadcast>().map(|p| p.space),
         }
         .map_err(|e| Some(e.to_string()))?;
         if payload_space != space {

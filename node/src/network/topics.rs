@@ -1,24 +1,26 @@
-//! Gossip topics: `membrane/<space>/{threats,capabilities,intents,heads}`, and which
+//! Gossip topics: `membrane/<space>/{threats,capabilities,intents,heads,broadcasts}`, and which
 //! envelope kind each carries.
 
 use libp2p::gossipsub::{IdentTopic, TopicHash};
 use membrane_protocol::{Kind, Space};
 
-/// The four gossip channels of a space.
+/// The gossip channels of a space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Channel {
     Threats,
     Capabilities,
     Intents,
     Heads,
+    Broadcasts,
 }
 
 impl Channel {
-    pub(crate) const ALL: [Channel; 4] = [
+    pub(crate) const ALL: [Channel; 5] = [
         Channel::Threats,
         Channel::Capabilities,
         Channel::Intents,
         Channel::Heads,
+        Channel::Broadcasts,
     ];
 
     fn name(self) -> &'static str {
@@ -27,6 +29,7 @@ impl Channel {
             Channel::Capabilities => "capabilities",
             Channel::Intents => "intents",
             Channel::Heads => "heads",
+            Channel::Broadcasts => "broadcasts",
         }
     }
 
@@ -37,6 +40,7 @@ impl Channel {
             Channel::Capabilities => Kind::CapabilityAd,
             Channel::Intents => Kind::Intent,
             Channel::Heads => Kind::Heads,
+            Channel::Broadcasts => Kind::Broadcast,
         }
     }
 

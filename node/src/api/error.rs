@@ -1,0 +1,101 @@
+//! API errors: a status code and `{ "error": "<code>", "message": "…" }`. Every bad input
+//! maps to a 4xx with a message naming what was wrong and what was expected; 5xx is kept
+//! for the node's own failures.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use membrane_protocol::cost::BudgetExceeded;
+
+use super::types::{BudgetResponse, ErrorBody};
+use crate::node::NodeError;
+
+/// Why an API call failed.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What was wrong and what was expected.
+    pub message: String,
+    /// The budget, for 429.
+    pub budget: Option<Box<BudgetResponse>>,
+}
+
+impl ApiError {
+    /// A 4xx or 5xx with `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            budget: None,
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 429 with the budget's state.
+    pub fn budget(exceeded: &BudgetExceeded, total: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "budget_exhausted",
+            message: exceeded.to_string(),
+            budget: Some(Box::new(BudgetResponse::from_state(
+                exceeded.state(),
+                total,
+            ))),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message.clone(),
+            budget: self.budget.as_deref().cloned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match &e {
+            NodeError::Invalid(_) => Self::bad("invalid_request", e.to_string()),
+            NodeError::UnknownSpace(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_space", e.to_string())
+            }
+            NodeError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            NodeError::Dial { .. } => Self::bad("invalid_request", e.to_string()),
+            NodeError::Stopped => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the node is shutting down",
+            ),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        (status, axum::Json(self.body())).into_response()
+    }
+}
