@@ -82,6 +82,8 @@ pub(crate) fn run(args: TestnetArgs) -> anyhow::Result<()> {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--kad-server"])
+            // Each node's API on a port of its own; node.json names it for the CLI.
+            .args(["--api", "127.0.0.1:0"])
             .args(["--space", &args.space, "--name", &format!("node{i}")])
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.join("node.log"))?));
@@ -101,14 +103,18 @@ pub(crate) fn run(args: TestnetArgs) -> anyhow::Result<()> {
         let node = wait_for(dir, deadline, |n| n.peers >= need)?;
         table.push((format!("node{}", i + 1), node));
     }
-    println!("{:<8} {:<54} {:<6} listen", "name", "peer id", "peers");
+    println!(
+        "{:<8} {:<54} {:<6} {:<16} listen",
+        "name", "peer id", "peers", "api"
+    );
     for (name, node) in &table {
         let node = info::read(&dirs[table.iter().position(|(n, _)| n == name).unwrap_or(0)])
             .unwrap_or(node.clone());
         println!(
-            "{name:<8} {:<54} {:<6} {}",
+            "{name:<8} {:<54} {:<6} {:<16} {}",
             node.peer_id,
             node.peers,
+            node.api,
             node.listen.join(" ")
         );
     }
@@ -116,6 +122,14 @@ pub(crate) fn run(args: TestnetArgs) -> anyhow::Result<()> {
         "\ndata and logs under {}; Ctrl-C stops every node",
         root.display()
     );
+    if let Some(first) = dirs.first() {
+        println!(
+            "try, in another shell:\n  membrane expose --data-dir {0} notes.hello 'hello from node1' --tier public\n  \
+             membrane query --data-dir {1} 'notes.**'",
+            first.display(),
+            dirs.last().unwrap_or(first).display()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -32,6 +32,8 @@ fn start(dir: &Path, extra: &[&str]) -> Running {
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--kad-server",
+            "--api",
+            "127.0.0.1:0",
             "--log-format",
             "json",
         ])

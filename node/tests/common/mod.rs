@@ -1,6 +1,8 @@
 //! Shared helpers for the node's multi-node tests.
 #![allow(dead_code, clippy::panic, unreachable_pub)]
 
+pub mod process;
+
 use std::future::Future;
 use std::time::Duration;
 
