@@ -30,8 +30,8 @@ impl Drop for NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts a node in `dir` on loopback (Kademlia server, API on a free port, JSON logs)
-    /// with `extra` flags.
+    /// Starts a node in `dir` on loopback (Kademlia server, API on a free port unless `extra`
+    /// names one, JSON logs) with `extra` flags.
     pub fn start(dir: &Path, extra: &[&str]) -> NodeProcess {
         let mut child = Command::new(bin())
             .arg("node")
@@ -41,11 +41,14 @@ impl NodeProcess {
                 "--listen",
                 "/ip4/127.0.0.1/tcp/0",
                 "--kad-server",
-                "--api",
-                "127.0.0.1:0",
                 "--log-format",
                 "json",
             ])
+            .args(if extra.contains(&"--api") {
+                &[][..]
+            } else {
+                &["--api", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("MEMBRANE_API")
