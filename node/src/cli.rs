@@ -165,12 +165,6 @@ pub fn verb_command(verb: &'static VerbSpec) -> Command {
     if verb.name == "events" {
         cmd = cmd
             .arg(
-                Arg::new("subscription")
-                    .long("subscription")
-                    .value_name("ID")
-                    .help("Follow a subscription made with `membrane subscribe`"),
-            )
-            .arg(
                 Arg::new("no-follow")
                     .long("no-follow")
                     .action(ArgAction::SetTrue)
@@ -285,7 +279,7 @@ pub fn request(verb: &'static VerbSpec, matches: &ArgMatches) -> Result<Value, S
 
 fn client(matches: &ArgMatches) -> Result<Client, ClientError> {
     let data_dir = match matches.get_one::<String>("data-dir") {
-        Some(dir) => PathBuf::from(dir),
+        Some(dir) => crate::config::expand_home(PathBuf::from(dir)),
         None => crate::config::default_data_dir().map_err(|e| ClientError::Setup(e.to_string()))?,
     };
     Client::locate(
@@ -346,8 +340,8 @@ async fn follow(
             query.push(("pattern".into(), p.to_owned()));
         }
     }
-    if let Some(id) = matches.get_one::<String>("subscription") {
-        query.push(("subscription".into(), id.clone()));
+    if let Some(id) = body["subscription"].as_str() {
+        query.push(("subscription".into(), id.to_owned()));
     }
     let mut last = body["since"].as_u64().unwrap_or(0);
     let mut left = matches.get_one::<u64>("count").copied();

@@ -863,7 +863,7 @@ fn platform_data_dir() -> Result<PathBuf, ConfigError> {
 }
 
 /// Replaces a leading `~` with the home directory.
-fn expand_home(path: PathBuf) -> PathBuf {
+pub fn expand_home(path: PathBuf) -> PathBuf {
     match path.strip_prefix("~") {
         Ok(rest) => match directories::BaseDirs::new() {
             Some(base) => base.home_dir().join(rest),

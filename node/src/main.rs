@@ -150,7 +150,8 @@ fn run_mcp(args: McpArgs) -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let data_dir = match args.data_dir {
-        Some(dir) => dir,
+        // MCP clients pass arguments without a shell: expand `~` ourselves.
+        Some(dir) => membrane_node::config::expand_home(dir),
         None => membrane_node::config::default_data_dir()?,
     };
     let client = Client::locate(args.api.as_deref(), args.token.as_deref(), &data_dir)?;

@@ -212,13 +212,9 @@ fn stream_params(
             }
             "pattern" => raw_patterns.push(value.into_owned()),
             "subscription" => {
-                let patterns = ctx.subscription(&value).ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "unknown_subscription",
-                        format!("no subscription {value:?} (expected an id returned by subscribe)"),
-                    )
-                })?;
+                let patterns = ctx
+                    .subscription(&value)
+                    .ok_or_else(|| verbs::unknown_subscription(&value))?;
                 params.patterns.extend(patterns);
             }
             other => {

@@ -461,6 +461,9 @@ pub struct EventsRequest {
     /// Only events whose key matches one of these patterns (keyless events pass).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patterns: Vec<String>,
+    /// Only events matching a subscription's patterns (its id, from subscribe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 /// Events of the log.

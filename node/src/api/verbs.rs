@@ -622,7 +622,7 @@ impl Verb for Subscribe {
         "Name the keys you want to hear about; follow them at GET /v1/events.";
     const DESCRIPTION: &'static str = "Creates a subscription for key patterns; follow it as \
         Server-Sent Events at /v1/events?subscription=<id> (resumable with Last-Event-ID), \
-        or poll with the events verb. Events carry keys and ids, not values: read the \
+        or poll it with the events verb (subscription=<id>). Events carry keys and ids, not values: read the \
         entries you care about with query. Costs no context tokens.";
     const EXAMPLE: &'static str = "membrane subscribe 'tasks.**' 'findings.**'";
     const POSITIONAL: &'static [&'static str] = &["patterns"];
@@ -662,6 +662,14 @@ pub(crate) fn parse_patterns(raw: &[String]) -> Result<Vec<Pattern>, ApiError> {
     raw.iter().map(|p| parse_pattern(p)).collect()
 }
 
+pub(crate) fn unknown_subscription(id: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "unknown_subscription",
+        format!("no subscription {id:?} (expected an id returned by subscribe)"),
+    )
+}
+
 /// Events one `events` call returns at most.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
 
@@ -679,7 +687,13 @@ impl Verb for Events {
     type Response = EventsResponse;
 
     async fn call(ctx: &Ctx, req: EventsRequest) -> Result<EventsResponse, ApiError> {
-        let patterns = parse_patterns(&req.patterns)?;
+        let mut patterns = parse_patterns(&req.patterns)?;
+        if let Some(id) = &req.subscription {
+            patterns.extend(
+                ctx.subscription(id)
+                    .ok_or_else(|| unknown_subscription(id))?,
+            );
+        }
         let limit = req.limit.unwrap_or(100).clamp(1, MAX_EVENTS_PAGE) as usize;
         let mut since = req.since;
         let mut events = Vec::new();
