@@ -11,6 +11,7 @@ pub mod config;
 pub mod info;
 pub mod keyfile;
 pub mod mcp;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod storage;

@@ -225,6 +225,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         kad_server: config.kad_server,
         relay_server: config.relay_server,
         mdns: config.mdns,
+        light: false,
         transport: TransportKind::Tcp,
         anti_entropy: Duration::from_secs(30),
         medium: membrane_crdt::Config {

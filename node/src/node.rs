@@ -42,6 +42,10 @@ pub struct NodeOptions {
     pub relay_server: bool,
     /// Discover peers on the LAN with mDNS.
     pub mdns: bool,
+    /// A light node for large simulations: gossipsub, sync, ping and the limits only, no
+    /// Kademlia, identify, AutoNAT, DCUtR, relay or mDNS (it meets only the peers it dials
+    /// and those that dial it). Overrides `kad_server`, `relay_server` and `mdns`.
+    pub light: bool,
     /// TCP or in-process memory.
     pub transport: TransportKind,
     /// How often to resync with every connected peer.
@@ -67,6 +71,7 @@ impl NodeOptions {
             kad_server: true,
             relay_server: false,
             mdns: false,
+            light: false,
             transport: TransportKind::Memory,
             anti_entropy: Duration::from_secs(30),
             medium: membrane_crdt::Config::default(),
@@ -217,6 +222,7 @@ pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
     shutdown: mpsc::Sender<()>,
+    metrics: crate::metrics::SharedRegistry,
 }
 
 /// Starts nodes.
@@ -238,14 +244,18 @@ impl Node {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (shutdown, shutdown_rx) = mpsc::channel(1);
         let id = options.keypair.public();
-        let service = crate::network::service::Service::new(
+        let registry = crate::metrics::SharedRegistry::new();
+        let metrics = crate::metrics::NodeMetrics::register(&mut registry.lock());
+        // Boxed: the service is large, and callers' futures would carry it inline.
+        let service = Box::pin(crate::network::service::Service::new(
             options,
+            metrics,
             storage,
             tokens,
             command_rx,
             shutdown_rx,
             events.clone(),
-        )
+        ))
         .await?;
         let task = tokio::spawn(service.run());
         Ok((
@@ -254,6 +264,7 @@ impl Node {
                 commands,
                 events,
                 shutdown,
+                metrics: registry,
             },
             task,
         ))
@@ -273,6 +284,11 @@ impl NodeHandle {
     /// This node's identity.
     pub fn id(&self) -> &PublicKey {
         &self.id
+    }
+
+    /// The node's metrics registry (the API adds its own and serves it at `/metrics`).
+    pub fn metrics(&self) -> &crate::metrics::SharedRegistry {
+        &self.metrics
     }
 
     /// Follows the node's events from now on.

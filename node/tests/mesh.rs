@@ -99,6 +99,40 @@ async fn five_nodes_converge_and_keep_trusted_entries_among_the_trusted() {
         .await;
     }
 
+    // Each node's metrics saw it: peers, gossip, changes applied, entries, and libp2p's own.
+    for (i, node) in nodes.iter().enumerate() {
+        let text = node.metrics().encode();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(value("membrane_peers ") >= 1.0, "node {i}:\n{text}");
+        assert_eq!(value("membrane_entries "), 6.0, "node {i}:\n{text}");
+        assert!(
+            value("membrane_changes_applied_total") >= 4.0,
+            "node {i}:\n{text}"
+        );
+        assert!(
+            value("membrane_gossip_received_total") >= 1.0,
+            "node {i}:\n{text}"
+        );
+        assert!(
+            value("membrane_gossip_published_total") >= 1.0,
+            "node {i}:\n{text}"
+        );
+        assert!(
+            value("membrane_sync_messages_total") >= 1.0,
+            "node {i}:\n{text}"
+        );
+        assert!(
+            value("membrane_libp2p_swarm_connections_established_total") >= 1.0,
+            "node {i}:\n{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
     // Node 0 trusts node 1 only; its trusted entry reaches node 1 and no one else.
     let trusted_peer = *nodes[1].id();
     nodes[0]

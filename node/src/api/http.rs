@@ -81,18 +81,12 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
-    if let Ok(status) = ctx.node.status().await {
-        ctx.metrics.peers.set(status.peers as i64);
-        ctx.metrics
-            .last_event
-            .set(i64::try_from(status.last_event).unwrap_or(i64::MAX));
-    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ctx.metrics.encode(),
+        ctx.node.metrics().encode(),
     )
         .into_response()
 }

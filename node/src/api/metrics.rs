@@ -24,23 +24,19 @@ pub(crate) struct VerbLabels {
     pub(crate) verb: String,
 }
 
-/// The API's metrics.
+/// The API's metrics, registered in the node's registry.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    pub(crate) registry: Registry,
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) latency: Family<VerbLabels, Histogram>,
     pub(crate) unauthorized: Counter,
     pub(crate) tokens_charged: Counter,
     pub(crate) budget_refusals: Counter,
     pub(crate) sse_streams: Gauge,
-    pub(crate) peers: Gauge,
-    pub(crate) last_event: Gauge,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("membrane");
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "api_requests",
@@ -79,33 +75,13 @@ impl Metrics {
             "Open Server-Sent Event streams",
             sse_streams.clone(),
         );
-        let peers = Gauge::default();
-        registry.register("peers", "Connected peers", peers.clone());
-        let last_event = Gauge::default();
-        registry.register(
-            "last_event",
-            "Sequence number of the node's newest event",
-            last_event.clone(),
-        );
         Self {
-            registry,
             requests,
             latency,
             unauthorized,
             tokens_charged,
             budget_refusals,
             sse_streams,
-            peers,
-            last_event,
         }
-    }
-
-    /// The text exposition format.
-    pub(crate) fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
     }
 }

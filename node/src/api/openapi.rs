@@ -85,7 +85,7 @@ fn events_stream(generator: &mut schemars::SchemaGenerator, errors: &Value) -> V
             `since`) gives the last seq seen.",
         "parameters": [
             param("since", "Start after this seq.", json!({"type": "integer", "minimum": 0})),
-            param("pattern", "Only events whose key matches (repeatable; keyless events pass).",
+            param("pattern", "Only events whose key matches (repeatable; broadcasts and threats always pass).",
                   json!({"type": "string"})),
             param("subscription", "Only events matching a subscription's patterns.",
                   json!({"type": "string"})),

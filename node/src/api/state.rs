@@ -72,12 +72,13 @@ impl Ctx {
                 now_ms(),
             )
         });
+        let metrics = Metrics::new(&mut node.metrics().lock());
         Self {
             node,
             home,
             tokens,
             token,
-            metrics: Metrics::new(),
+            metrics,
             book: Mutex::new(Book { budget, total: 0 }),
             subscriptions: Mutex::new(BTreeMap::new()),
             next_subscription: AtomicU64::new(1),
@@ -179,14 +180,16 @@ impl Ctx {
     }
 }
 
-/// Whether an event passes a filter: no patterns pass everything; keyless events
-/// (broadcasts, threats, merges) always pass.
+/// Whether an event passes a filter: no patterns pass everything; with patterns, an event
+/// with a key passes if a pattern matches it, and of the keyless ones only broadcasts and
+/// threat signals pass (they concern every agent; merges and trust changes are noise to a
+/// filtered follower).
 pub(crate) fn matches(patterns: &[Pattern], event: &EventView) -> bool {
     if patterns.is_empty() {
         return true;
     }
     match event.key.as_deref().map(str::parse::<Key>) {
         Some(Ok(key)) => patterns.iter().any(|p| p.matches(&key)),
-        _ => true,
+        _ => matches!(event.kind.as_str(), "broadcast" | "threat"),
     }
 }

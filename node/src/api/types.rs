@@ -329,7 +329,8 @@ pub struct TrustsResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
-    /// Key patterns (at most 32); events without a key (broadcasts, threats) always pass.
+    /// Key patterns (at most 32); of the events without a key, broadcasts and threat
+    /// signals always pass.
     pub patterns: Vec<String>,
 }
 
@@ -458,7 +459,7 @@ pub struct EventsRequest {
     /// At most this many [default: 100, at most 1000].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
-    /// Only events whose key matches one of these patterns (keyless events pass).
+    /// Only events whose key matches one of these patterns (and broadcasts and threats).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patterns: Vec<String>,
     /// Only events matching a subscription's patterns (its id, from subscribe).

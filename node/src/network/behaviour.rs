@@ -1,6 +1,8 @@
 //! One composed `NetworkBehaviour`, in the order that matters: connection and memory limits
 //! first (they refuse before anything else spends on a connection), then the gate that
 //! refuses banned peers, then identify, ping, Kademlia, gossipsub and the sync protocol.
+//! A light node (simulations) leaves out everything but the limits, the gate, ping,
+//! gossipsub and sync: it talks only to the peers it dials or that dial it.
 
 use std::time::Duration;
 
@@ -56,14 +58,14 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
     pub(crate) gate: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
-    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_client: Toggle<relay::client::Behaviour>,
     pub(crate) relay_server: Toggle<relay::Behaviour>,
-    pub(crate) dcutr: dcutr::Behaviour,
-    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) dcutr: Toggle<dcutr::Behaviour>,
+    pub(crate) autonat: Toggle<autonat::Behaviour>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(crate) identify: identify::Behaviour,
+    pub(crate) identify: Toggle<identify::Behaviour>,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
 }
@@ -86,6 +88,9 @@ pub(crate) struct Roles {
     pub(crate) relay_server: bool,
     /// LAN discovery.
     pub(crate) mdns: bool,
+    /// A light node: no Kademlia, identify, AutoNAT, DCUtR, relay or mDNS (overrides the
+    /// roles above).
+    pub(crate) light: bool,
 }
 
 impl Behaviour {
@@ -95,8 +100,9 @@ impl Behaviour {
         roles: Roles,
     ) -> Result<Self, BuildError> {
         let kad_server = roles.kad_server;
+        let full = !roles.light;
         let peer_id = key.public().to_peer_id();
-        let mdns = if roles.mdns {
+        let mdns = if roles.mdns && full {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
                     .map_err(BuildError::Mdns)?,
@@ -134,35 +140,44 @@ impl Behaviour {
             )
             .map_err(BuildError::Gossipsub)?;
 
-        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-        // Provider records live 48 h by default; republishing hourly keeps them fresh long
-        // before they could expire.
-        kad_config.set_provider_publication_interval(Some(Duration::from_secs(3600)));
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        if kad_server {
-            kad.set_mode(Some(kad::Mode::Server));
-        }
+        let kad = full.then(|| {
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            // Provider records live 48 h by default; republishing hourly keeps them fresh
+            // long before they could expire.
+            kad_config.set_provider_publication_interval(Some(Duration::from_secs(3600)));
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            if kad_server {
+                kad.set_mode(Some(kad::Mode::Server));
+            }
+            kad
+        });
 
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
             memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_PERCENTAGE),
             gate: allow_block_list::Behaviour::default(),
-            relay_client,
+            relay_client: Toggle::from(full.then_some(relay_client)),
             relay_server: Toggle::from(
-                roles
-                    .relay_server
+                (roles.relay_server && full)
                     .then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
             ),
-            dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
-            mdns: Toggle::from(mdns),
-            identify: identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                    .with_agent_version(format!("membrane/{}", env!("CARGO_PKG_VERSION"))),
+            dcutr: Toggle::from(full.then(|| dcutr::Behaviour::new(peer_id))),
+            autonat: Toggle::from(
+                full.then(|| autonat::Behaviour::new(peer_id, autonat::Config::default())),
             ),
+            mdns: Toggle::from(mdns),
+            identify: Toggle::from(full.then(|| {
+                identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(format!("membrane/{}", env!("CARGO_PKG_VERSION"))),
+                )
+            })),
             ping: ping::Behaviour::default(),
-            kad,
+            kad: Toggle::from(kad),
             gossipsub,
             sync: request_response::Behaviour::with_codec(
                 SyncCodec,

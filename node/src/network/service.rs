@@ -72,6 +72,8 @@ pub(crate) struct Service<S: Storage> {
     announced: bool,
     // Looked up by id only, never iterated: a HashMap is fine (QueryId is not Ord).
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
+    metrics: crate::metrics::NodeMetrics,
+    p2p_metrics: libp2p::metrics::Metrics,
     /// The newest capability ad of each agent, per space.
     ads: BTreeMap<(PublicKey, Space), CapabilityAd>,
 }
@@ -79,6 +81,7 @@ pub(crate) struct Service<S: Storage> {
 impl<S: Storage + Send + 'static> Service<S> {
     pub(crate) async fn new(
         options: NodeOptions,
+        (metrics, p2p_metrics): (crate::metrics::NodeMetrics, libp2p::metrics::Metrics),
         storage: S,
         tokens: Arc<dyn TokenCounter>,
         commands: mpsc::Receiver<Command>,
@@ -97,6 +100,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             kad_server: options.kad_server,
             relay_server: options.relay_server,
             mdns: options.mdns,
+            light: options.light,
         };
         let swarm = super::build_swarm(keypair.to_libp2p(), options.transport, roles)?;
         let last_event = medium.events_since(0).last().map_or(0, |e| e.seq);
@@ -118,6 +122,8 @@ impl<S: Storage + Send + 'static> Service<S> {
             announced: false,
             provider_queries: HashMap::new(),
             ads: BTreeMap::new(),
+            metrics,
+            p2p_metrics,
         };
         let spaces: Vec<Space> = service.medium.spaces().cloned().collect();
         for space in &spaces {
@@ -159,13 +165,12 @@ impl<S: Storage + Send + 'static> Service<S> {
     /// Announces this agent as a provider of each capability in the DHT, under
     /// `sha256("cap:" + capability)`. Kademlia republishes the records hourly after that.
     fn provide_capabilities(&mut self) {
-        for cap in self.options.capabilities.clone() {
-            if let Err(e) = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .start_providing(capability_key(&cap.name))
-            {
+        // A light node has no DHT.
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        for cap in &self.options.capabilities {
+            if let Err(e) = kad.start_providing(capability_key(&cap.name)) {
                 warn!(capability = %cap.name, error = %e, "cannot announce capability");
             }
         }
@@ -224,11 +229,10 @@ impl<S: Storage + Send + 'static> Service<S> {
     }
 
     fn dial(&mut self, addr: Multiaddr) {
-        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer, addr.clone());
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last()
+            && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+        {
+            kad.add_address(&peer, addr.clone());
         }
         if let Err(e) = self.swarm.dial(addr.clone()) {
             debug!(%addr, error = %e, "dial failed");
@@ -253,6 +257,18 @@ impl<S: Storage + Send + 'static> Service<S> {
     }
 
     fn forward_medium_events(&mut self) {
+        self.metrics.sync_sessions.set(self.in_flight.len() as i64);
+        self.metrics.peers.set(self.connected.len() as i64);
+        if self.medium.last_event() == self.last_event {
+            return;
+        }
+        let entries: usize = self
+            .medium
+            .spaces()
+            .filter_map(|s| self.medium.index(s))
+            .map(|index| index.len())
+            .sum();
+        self.metrics.entries.set(entries as i64);
         let new: Vec<_> = self.medium.events_since(self.last_event).to_vec();
         for event in new {
             self.last_event = event.seq;
@@ -378,13 +394,17 @@ impl<S: Storage + Send + 'static> Service<S> {
                 let _ = reply.send(Ok(events[..events.len().min(limit)].to_vec()));
             }
             Command::FindProviders(capability, reply) => {
-                let query = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_providers(capability_key(&capability));
-                self.provider_queries
-                    .insert(query, (BTreeSet::new(), reply));
+                match self.swarm.behaviour_mut().kad.as_mut() {
+                    Some(kad) => {
+                        let query = kad.get_providers(capability_key(&capability));
+                        self.provider_queries
+                            .insert(query, (BTreeSet::new(), reply));
+                    }
+                    // A light node has no DHT: it knows of no provider.
+                    None => {
+                        let _ = reply.send(Ok(Vec::new()));
+                    }
+                }
             }
         }
     }
@@ -409,6 +429,8 @@ impl<S: Storage + Send + 'static> Service<S> {
         {
             // No peer in the mesh yet: the message is still the agent's, and logged.
             debug!(%space, error = %e, "broadcast not gossiped");
+        } else {
+            self.count_out(Channel::Broadcasts);
         }
         self.note(EventKind::Broadcast {
             space,
@@ -416,6 +438,15 @@ impl<S: Storage + Send + 'static> Service<S> {
             message: payload.message,
         });
         Ok(id)
+    }
+
+    fn count_out(&self, channel: Channel) {
+        self.metrics
+            .gossip_out
+            .get_or_create(&crate::metrics::ChannelLabels {
+                channel: channel.name(),
+            })
+            .inc();
     }
 
     /// Logs an event the medium did not produce itself.
@@ -497,8 +528,9 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .behaviour_mut()
                     .gossipsub
                     .publish(channel.topic(space), env.to_bytes());
-                if let Err(e) = result {
-                    trace!(%space, ?channel, error = %e, "publish");
+                match result {
+                    Ok(_) => self.count_out(channel),
+                    Err(e) => trace!(%space, ?channel, error = %e, "publish"),
                 }
             }
             Err(e) => warn!(error = %e, "cannot seal gossip"),
@@ -566,6 +598,10 @@ impl<S: Storage + Send + 'static> Service<S> {
         }
         let message = drain(&doc, outbox);
         self.in_flight.insert((peer, doc));
+        self.metrics
+            .sync_messages
+            .get_or_create(&crate::metrics::DirectionLabels { direction: "out" })
+            .inc();
         self.swarm.behaviour_mut().sync.send_request(&peer, message);
     }
 
@@ -576,8 +612,14 @@ impl<S: Storage + Send + 'static> Service<S> {
         };
         for frame in frames {
             match self.medium.sync_receive(&key, frame) {
-                Ok(report) if report.rejected.is_empty() => {}
+                Ok(report) if report.rejected.is_empty() => {
+                    self.metrics.changes_applied.inc_by(report.applied as u64);
+                }
                 Ok(report) => {
+                    self.metrics.changes_applied.inc_by(report.applied as u64);
+                    self.metrics
+                        .changes_rejected
+                        .inc_by(report.rejected.len() as u64);
                     self.report_threat(key, &report, frame);
                     self.drop_peer_sessions(peer);
                     return Some(Refusal::Rejected);
@@ -585,6 +627,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 Err(SyncError::NotInAudience { .. }) => return Some(Refusal::NotYet),
                 Err(SyncError::UnknownSpace(_)) => return Some(Refusal::UnknownSpace),
                 Err(SyncError::Frame(reason)) => {
+                    self.metrics.changes_rejected.inc();
                     let report = SyncReport {
                         doc: doc.clone(),
                         applied: 0,
@@ -643,6 +686,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 .then(|| ByteBuf::from(evidence.to_vec())),
         };
         let space = report.doc.space.clone();
+        self.metrics.threats.inc();
         self.publish(&space, Channel::Threats, &signal);
         self.note(EventKind::Threat {
             space: space.clone(),
@@ -663,6 +707,10 @@ impl<S: Storage + Send + 'static> Service<S> {
         request: SyncMessage,
         channel: ResponseChannel<SyncMessage>,
     ) {
+        self.metrics
+            .sync_messages
+            .get_or_create(&crate::metrics::DirectionLabels { direction: "in" })
+            .inc();
         let doc = DocId {
             space: request.space.clone(),
             doc: request.doc.clone(),
@@ -730,8 +778,19 @@ impl<S: Storage + Send + 'static> Service<S> {
         let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
         let verdict = self.check_gossip(&message, &spaces);
         let acceptance = match &verdict {
-            Ok(_) => MessageAcceptance::Accept,
-            Err(Some(_)) => MessageAcceptance::Reject,
+            Ok((_, channel, _)) => {
+                self.metrics
+                    .gossip_in
+                    .get_or_create(&crate::metrics::ChannelLabels {
+                        channel: channel.name(),
+                    })
+                    .inc();
+                MessageAcceptance::Accept
+            }
+            Err(Some(_)) => {
+                self.metrics.gossip_rejected.inc();
+                MessageAcceptance::Reject
+            }
             Err(None) => MessageAcceptance::Ignore,
         };
         self.swarm
@@ -784,6 +843,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             Channel::Threats => {
                 if let Ok(signal) = envelope.open::<ThreatSignal>() {
                     info!(reporter = %author, offender = %signal.offender, kind = ?signal.kind, "threat signal");
+                    self.metrics.threats.inc();
                     self.note(EventKind::Threat {
                         space: signal.space.clone(),
                         reporter: author,
@@ -865,7 +925,21 @@ impl<S: Storage + Send + 'static> Service<S> {
         Ok((space, channel, envelope))
     }
 
+    /// Feeds libp2p's own metrics.
+    fn record(&self, event: &SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.p2p_metrics.record(event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.p2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.p2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.p2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.p2p_metrics.record(e),
+            _ => {}
+        }
+    }
+
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.on_listen(address),
             SwarmEvent::ConnectionEstablished {
@@ -903,12 +977,14 @@ impl<S: Storage + Send + 'static> Service<S> {
                 info,
                 ..
             })) => {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-                // Now the routing table holds someone: look for the rest of the mesh.
-                if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
-                    trace!(error = %e, "kad bootstrap");
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for addr in info.listen_addrs {
+                        kad.add_address(&peer_id, addr);
+                    }
+                    // Now the routing table holds someone: look for the rest of the mesh.
+                    if let Err(e) = kad.bootstrap() {
+                        trace!(error = %e, "kad bootstrap");
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
@@ -985,10 +1061,9 @@ impl<S: Storage + Send + 'static> Service<S> {
                 for (peer, addr) in found {
                     if !self.connected.contains(&peer) {
                         debug!(%peer, %addr, "found on the LAN");
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer, addr.clone());
+                        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                            kad.add_address(&peer, addr.clone());
+                        }
                         if let Err(e) = self.swarm.dial(addr) {
                             trace!(%peer, error = %e, "dial LAN peer");
                         }

@@ -23,7 +23,8 @@ impl Channel {
         Channel::Broadcasts,
     ];
 
-    fn name(self) -> &'static str {
+    /// The channel's name, as in its topic and in metric labels.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Channel::Threats => "threats",
             Channel::Capabilities => "capabilities",
