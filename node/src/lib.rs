@@ -8,6 +8,8 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod info;
 pub mod keyfile;
 pub mod mcp;

@@ -72,6 +72,7 @@ pub struct VerbSpec {
     /// Renders an answer as compact text (falls back to JSON).
     pub render: fn(&Value) -> String,
     pub(crate) dispatch: Dispatch,
+    pub(crate) parse: fn(&[u8]) -> Result<(), ApiError>,
     pub(crate) openapi_request: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     pub(crate) openapi_response: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
@@ -140,6 +141,7 @@ fn spec<V: Verb + 'static>() -> VerbSpec {
         response_schema: inline_schema::<V::Response>,
         render: render_value::<V>,
         dispatch: dispatch::<V>,
+        parse: |body| parse_body::<V::Request>(body).map(drop),
         openapi_request: |g| g.subschema_for::<V::Request>(),
         openapi_response: |g| g.subschema_for::<V::Response>(),
     }

@@ -3,7 +3,7 @@
 //! libp2p type leaves this module except through [`crate::node`]'s own types.
 
 mod behaviour;
-mod codec;
+pub(crate) mod codec;
 pub(crate) mod service;
 mod topics;
 
