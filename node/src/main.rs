@@ -14,7 +14,7 @@ use membrane_node::config::{LogFormat, NodeArgs, NodeConfig};
 use membrane_node::storage::SledStorage;
 use membrane_node::{Node, NodeOptions, TransportKind, info, keyfile};
 use membrane_protocol::Space;
-use membrane_protocol::cost::Tiktoken;
+use membrane_protocol::cost::LazyTiktoken;
 
 mod testnet;
 
@@ -202,7 +202,8 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     let token = api::token::load_or_create(&config.data_dir)?;
     let storage = SledStorage::open(&config.data_dir.join("store"))?;
-    let tokens = Arc::new(Tiktoken::o200k()?);
+    // Loaded on first use: an idle node does not hold the ~40 MB vocabulary.
+    let tokens = Arc::new(LazyTiktoken::new());
     if !config.api.ip().is_loopback() {
         tracing::warn!(
             api = %config.api,

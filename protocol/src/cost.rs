@@ -79,6 +79,37 @@ impl fmt::Debug for Tiktoken {
     }
 }
 
+/// [`Tiktoken`] loaded on the first count instead of up front, so a node that has not yet
+/// counted anything does not hold the vocabulary's ~40 MB. If the embedded vocabulary
+/// cannot be loaded (a corrupt build), counts fall back to [`ApproxCounter`]'s estimate;
+/// [`LazyTiktoken::loaded`] tells which.
+#[derive(Debug, Default)]
+pub struct LazyTiktoken {
+    inner: std::sync::OnceLock<Option<Tiktoken>>,
+}
+
+impl LazyTiktoken {
+    /// A counter that loads o200k_base when first used.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Some(true)` once the tokenizer is loaded, `Some(false)` if loading failed, `None`
+    /// before the first count.
+    pub fn loaded(&self) -> Option<bool> {
+        self.inner.get().map(Option::is_some)
+    }
+}
+
+impl TokenCounter for LazyTiktoken {
+    fn count(&self, text: &str) -> usize {
+        match self.inner.get_or_init(|| Tiktoken::o200k().ok()) {
+            Some(tokenizer) => tokenizer.count(text),
+            None => ApproxCounter.count(text),
+        }
+    }
+}
+
 /// A cheap deterministic estimate: one token per four bytes of UTF-8, rounded up.
 ///
 /// An approximation for simulations and tests only; real accounting uses [`Tiktoken`].
@@ -514,6 +545,18 @@ mod tests {
             assert_eq!(O200K.count(text), tokens, "{text:?}");
         }
         assert!(format!("{:?}", *O200K).contains("o200k_base"));
+    }
+
+    #[test]
+    fn lazy_tiktoken_loads_on_first_count_and_counts_the_same() {
+        let lazy = LazyTiktoken::new();
+        assert_eq!(lazy.loaded(), None);
+        assert_eq!(
+            lazy.count("The quick brown fox jumps over the lazy dog."),
+            10
+        );
+        assert_eq!(lazy.loaded(), Some(true));
+        assert_eq!(lazy.count("héllo wörld 👋"), O200K.count("héllo wörld 👋"));
     }
 
     #[test]
