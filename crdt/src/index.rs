@@ -48,6 +48,8 @@ pub struct Index {
     retractions: BTreeMap<EnvelopeId, (PublicKey, EnvelopeId)>,
     /// Retractions by the record they target, so a late-arriving target finds them.
     retractions_by_target: BTreeMap<EnvelopeId, Vec<EnvelopeId>>,
+    /// When each retraction was signed.
+    retraction_times: BTreeMap<EnvelopeId, u64>,
     trust_edges: BTreeMap<(PublicKey, PublicKey), (u64, Score)>,
     seqs: BTreeMap<(PublicKey, u64), EnvelopeId>,
     /// key text → (key, owner → every version's seq → id, held or traced). Keyed by text so
@@ -66,6 +68,7 @@ impl Default for Index {
             retracted: BTreeMap::new(),
             retractions: BTreeMap::new(),
             retractions_by_target: BTreeMap::new(),
+            retraction_times: BTreeMap::new(),
             trust_edges: BTreeMap::new(),
             seqs: BTreeMap::new(),
             versions: BTreeMap::new(),
@@ -124,10 +127,11 @@ impl Index {
                 self.reindex_key(&presence.key.clone(), owner);
                 true
             }
-            Record::Retraction(_, retraction) => {
+            Record::Retraction(envelope, retraction) => {
                 if self.retractions.contains_key(&id) {
                     return false;
                 }
+                self.retraction_times.insert(id, envelope.created_at_ms());
                 self.seqs.insert((owner, retraction.seq), id);
                 self.retractions.insert(id, (owner, retraction.target));
                 self.retractions_by_target
@@ -276,7 +280,34 @@ impl Index {
         self.entries.get(id)
     }
 
-    /// Whether `id` has been retracted.
+    /// When `id` was retracted by its owner (the retraction's signing time), if it was.
+    pub fn retracted_at(&self, id: &EnvelopeId) -> Option<u64> {
+        self.retracted
+            .get(id)
+            .and_then(|r| self.retraction_times.get(r))
+            .copied()
+    }
+
+    /// Every held entry whose key starts with `prefix`, every version, retracted or not,
+    /// in key then owner then seq order.
+    pub fn history(&self, prefix: &str) -> Vec<&Entry> {
+        let range = self.versions.range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ));
+        let mut out = Vec::new();
+        for (text, (_, by_owner)) in range {
+            if !text.starts_with(prefix) {
+                break;
+            }
+            for versions in by_owner.values() {
+                out.extend(versions.values().filter_map(|id| self.entries.get(id)));
+            }
+        }
+        out
+    }
+
+    /// Whether `id` is retracted.
     pub fn is_retracted(&self, id: &EnvelopeId) -> bool {
         self.retracted.contains_key(id)
     }

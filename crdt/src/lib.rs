@@ -17,6 +17,7 @@
 //!
 //! Sans-IO: time is `now_ms`, storage a trait, and nothing here opens a file or socket.
 
+pub mod coord;
 pub mod doc;
 pub mod events;
 pub mod hostile;

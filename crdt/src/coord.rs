@@ -1,0 +1,549 @@
+//! Coordination state, computed from the medium: agents' capability cards, swarms (with
+//! quorum activation and dissolution), tasks (with one deterministic winner among
+//! concurrent claims) and verification of entries. There is no coordinator: every record
+//! is an ordinary signed entry under `coord.…`, in an author-keyed slot where several
+//! agents write (`…members.<author hex>`), so it replicates, validates and retracts like
+//! any other entry, and every node folds the same records into the same answer.
+//!
+//! | record | key | written by | value (JSON) |
+//! |---|---|---|---|
+//! | capability card | `coord.agents.<owner>` | the agent (`register`) | `{"name", "capabilities": [{"name", "description"}]}` |
+//! | swarm | `coord.swarms.<slug>` | its creator; retracted to dissolve | `{"name", "capability", "threshold"}` (+ entry ttl) |
+//! | membership | `coord.swarms.<slug>.members.<owner>` | the member; retracted to leave | `{}` |
+//! | task | `coord.tasks.<id>` | its poster | `{"description", "capability", "reward"?, "priority"?}` |
+//! | claim | `coord.tasks.<id>.claims.<owner>` | the claimant | `{"lamport"}` |
+//! | outcome | `coord.tasks.<id>.outcome.<owner>` | the winner | `{"status": "completed"\|"failed", "result"}` |
+//! | verdict | `coord.verdicts.<entry id>.<owner>` | any agent but the owner | `{"verdict": "verify"\|"dispute", "note"}` |
+//!
+//! `<owner>` is the writer's 64-hex public key; a record whose slot names someone else is
+//! ignored. Rules that need a capability (joining, claiming) read the writer's newest
+//! card; a record that breaks one is ignored by every node and listed with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use membrane_protocol::permeability::TrustGraph;
+use membrane_protocol::{Entry, EnvelopeId, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::index::Index;
+
+/// The key prefix of every coordination record.
+pub const PREFIX: &str = "coord.";
+/// Distinct verifiers (besides the owner) that make an entry verified, by default.
+pub const DEFAULT_VERIFIERS: usize = 2;
+/// Longest swarm slug.
+pub const MAX_SLUG: usize = 48;
+
+/// An owner as it appears in keys: 64 lowercase hex digits.
+pub fn owner_hex(owner: &PublicKey) -> String {
+    owner
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The slug of a swarm name: lowercase, runs of anything but `[a-z0-9_-]` become `-`.
+pub fn slug(name: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches('-').to_owned();
+    (!out.is_empty() && out.len() <= MAX_SLUG).then_some(out)
+}
+
+/// `coord.agents.<owner>`.
+pub fn agent_key(owner: &PublicKey) -> String {
+    format!("coord.agents.{}", owner_hex(owner))
+}
+/// `coord.swarms.<slug>`.
+pub fn swarm_key(slug: &str) -> String {
+    format!("coord.swarms.{slug}")
+}
+/// `coord.swarms.<slug>.members.<owner>`.
+pub fn member_key(slug: &str, owner: &PublicKey) -> String {
+    format!("coord.swarms.{slug}.members.{}", owner_hex(owner))
+}
+/// `coord.tasks.<id>`.
+pub fn task_key(id: &str) -> String {
+    format!("coord.tasks.{id}")
+}
+/// `coord.tasks.<id>.claims.<owner>`.
+pub fn claim_key(id: &str, owner: &PublicKey) -> String {
+    format!("coord.tasks.{id}.claims.{}", owner_hex(owner))
+}
+/// `coord.tasks.<id>.outcome.<owner>`.
+pub fn outcome_key(id: &str, owner: &PublicKey) -> String {
+    format!("coord.tasks.{id}.outcome.{}", owner_hex(owner))
+}
+/// `coord.verdicts.<entry id>.<owner>`.
+pub fn verdict_key(target: &EnvelopeId, owner: &PublicKey) -> String {
+    format!("coord.verdicts.{target}.{}", owner_hex(owner))
+}
+
+/// A capability as a card lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardCapability {
+    /// Its name.
+    pub name: String,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// An agent's capability card, as written by `register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    /// The agent's name.
+    pub name: String,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Vec<CardCapability>,
+}
+
+impl Card {
+    /// Whether the card lists `capability`.
+    pub fn has(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c.name == capability)
+    }
+}
+
+/// A swarm's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmSpec {
+    /// Its name as given.
+    pub name: String,
+    /// The capability members need.
+    pub capability: String,
+    /// Members needed to activate.
+    pub threshold: u32,
+}
+
+/// A task's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// What is to be done.
+    pub description: String,
+    /// The capability a claimant needs.
+    pub capability: String,
+    /// What the poster offers, free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<String>,
+    /// Higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// A claim's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// One more than the highest claim the claimant had seen on the task.
+    pub lamport: u64,
+}
+
+/// A task outcome's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `completed` or `failed`.
+    pub status: String,
+    /// The result, or why it failed.
+    #[serde(default)]
+    pub result: String,
+}
+
+/// A verdict's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// `verify` or `dispute`.
+    pub verdict: String,
+    /// Why.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Where a swarm stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum SwarmState {
+    /// Fewer members than the threshold, never active.
+    Forming,
+    /// At least the threshold of members.
+    Active,
+    /// Over.
+    Dissolved {
+        /// Why: dissolved by its creator, expired, or members fell below the threshold.
+        reason: String,
+    },
+}
+
+/// A swarm as every node computes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swarm {
+    /// Its slug (the key segment).
+    pub slug: String,
+    /// Its definition.
+    pub spec: SwarmSpec,
+    /// Who created it.
+    pub creator: PublicKey,
+    /// The defining entry.
+    pub id: EnvelopeId,
+    /// Current members, in key order.
+    pub members: Vec<PublicKey>,
+    /// Its state.
+    pub state: SwarmState,
+    /// When it first reached the threshold.
+    pub activated_at_ms: Option<u64>,
+    /// Joins ignored, and why.
+    pub refused: Vec<(PublicKey, String)>,
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TaskState {
+    /// No valid claim.
+    Open,
+    /// Claimed by the winner.
+    Claimed,
+    /// The winner completed it.
+    Completed {
+        /// The outcome entry.
+        result: String,
+    },
+    /// The winner failed it.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A task as every node computes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Its id (the key segment).
+    pub id: String,
+    /// Its definition.
+    pub description: String,
+    /// The capability claimants need.
+    pub capability: String,
+    /// What the poster offers.
+    pub reward: Option<String>,
+    /// Higher first.
+    pub priority: Option<i64>,
+    /// Who posted it.
+    pub poster: PublicKey,
+    /// The defining entry.
+    pub entry: EnvelopeId,
+    /// Valid claims, best first: (claimant, lamport).
+    pub claims: Vec<(PublicKey, u64)>,
+    /// The winning claimant.
+    pub winner: Option<PublicKey>,
+    /// Its state.
+    pub state: TaskState,
+    /// Claims ignored, and why.
+    pub refused: Vec<(PublicKey, String)>,
+}
+
+/// Verdicts on one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verification {
+    /// Agents other than the owner who verified it.
+    pub verifiers: Vec<PublicKey>,
+    /// Agents who dispute it.
+    pub disputers: Vec<PublicKey>,
+    /// At least `k` verifiers and no dispute the reader trusts.
+    pub verified: bool,
+    /// A dispute the reader trusts stands (a conflict).
+    pub contested: bool,
+}
+
+/// Everything coordination in one space, computed at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Capability cards by agent.
+    pub cards: BTreeMap<PublicKey, Card>,
+    /// Swarms by slug.
+    pub swarms: BTreeMap<String, Swarm>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, Task>,
+}
+
+fn live_newest<'a>(index: &'a Index, prefix: &str) -> Vec<&'a Entry> {
+    let mut newest: BTreeMap<(String, PublicKey), &Entry> = BTreeMap::new();
+    for entry in index.history(prefix) {
+        let slot = (entry.body().key.to_string(), *entry.owner());
+        match newest.get(&slot) {
+            Some(e) if e.body().seq >= entry.body().seq => {}
+            _ => {
+                newest.insert(slot, entry);
+            }
+        }
+    }
+    newest
+        .into_values()
+        .filter(|e| !index.is_retracted(&e.id()))
+        .collect()
+}
+
+fn json<T: serde::de::DeserializeOwned>(entry: &Entry) -> Option<T> {
+    serde_json::from_str(&entry.body().value).ok()
+}
+
+/// The last segment of an entry's key, if it names its owner.
+fn slot_is_owner(entry: &Entry) -> bool {
+    entry
+        .body()
+        .key
+        .as_str()
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last == owner_hex(entry.owner()))
+}
+
+/// Capability cards: each agent's newest, unretracted card in its own slot.
+pub fn cards(index: &Index) -> BTreeMap<PublicKey, Card> {
+    live_newest(index, "coord.agents.")
+        .into_iter()
+        .filter(|e| slot_is_owner(e))
+        .filter_map(|e| Some((*e.owner(), json::<Card>(e)?)))
+        .collect()
+}
+
+fn capability_refusal(
+    cards: &BTreeMap<PublicKey, Card>,
+    who: &PublicKey,
+    capability: &str,
+) -> Option<String> {
+    match cards.get(who) {
+        None => Some(format!(
+            "{} has no capability card (register first)",
+            who.short()
+        )),
+        Some(card) if !card.has(capability) => Some(format!(
+            "{}'s capability card lacks {capability}",
+            card.name
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The swarm `slug`, or `None` if no one ever created it.
+pub fn swarm(
+    index: &Index,
+    cards: &BTreeMap<PublicKey, Card>,
+    slug: &str,
+    now_ms: u64,
+) -> Option<Swarm> {
+    let key = swarm_key(slug);
+    // The defining record: among every version ever written under the key, the earliest
+    // (time, creator) wins, so two agents creating one name agree on whose it is.
+    let defining = index
+        .history(&key)
+        .into_iter()
+        .filter(|e| e.body().key.as_str() == key)
+        .filter(|e| json::<SwarmSpec>(e).is_some_and(|s| s.threshold > 0))
+        .min_by_key(|e| (e.created_at_ms(), *e.owner(), e.body().seq))?;
+    let creator = *defining.owner();
+    // The creator's newest version is the current definition.
+    let current = index
+        .history(&key)
+        .into_iter()
+        .filter(|e| e.body().key.as_str() == key && e.owner() == &creator)
+        .max_by_key(|e| e.body().seq)?;
+    let spec = json::<SwarmSpec>(current)?;
+    let member_prefix = format!("{key}.members.");
+    // Membership intervals, from every version of every member slot.
+    let mut refused = Vec::new();
+    let mut changes: Vec<(u64, i8, PublicKey)> = Vec::new();
+    let mut seen_refused = BTreeSet::new();
+    for entry in index.history(&member_prefix) {
+        if !slot_is_owner(entry) {
+            continue;
+        }
+        let who = *entry.owner();
+        if let Some(reason) = capability_refusal(cards, &who, &spec.capability) {
+            if seen_refused.insert(who) {
+                refused.push((who, reason));
+            }
+            continue;
+        }
+        changes.push((entry.created_at_ms(), 1, who));
+        if let Some(at) = index.retracted_at(&entry.id()) {
+            changes.push((at, -1, who));
+        }
+    }
+    changes.sort();
+    let mut live: BTreeMap<PublicKey, i64> = BTreeMap::new();
+    let mut activated_at_ms = None;
+    for (at, delta, who) in &changes {
+        let n = live.entry(*who).or_insert(0);
+        *n += i64::from(*delta);
+        let members = live.values().filter(|n| **n > 0).count();
+        if activated_at_ms.is_none() && members >= spec.threshold as usize {
+            activated_at_ms = Some(*at);
+        }
+    }
+    let members: Vec<PublicKey> = live_newest(index, &member_prefix)
+        .into_iter()
+        .filter(|e| slot_is_owner(e) && !refused.iter().any(|(r, _)| r == e.owner()))
+        .map(|e| *e.owner())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let state = if index.is_retracted(&current.id()) {
+        SwarmState::Dissolved {
+            reason: "dissolved by its creator".into(),
+        }
+    } else if current.expired(now_ms) {
+        SwarmState::Dissolved {
+            reason: "its ttl ran out".into(),
+        }
+    } else if members.len() >= spec.threshold as usize {
+        SwarmState::Active
+    } else if activated_at_ms.is_some() {
+        SwarmState::Dissolved {
+            reason: format!(
+                "members fell to {} below the threshold of {} after activation",
+                members.len(),
+                spec.threshold
+            ),
+        }
+    } else {
+        SwarmState::Forming
+    };
+    Some(Swarm {
+        slug: slug.to_owned(),
+        spec,
+        creator,
+        id: current.id(),
+        members,
+        state,
+        activated_at_ms,
+        refused,
+    })
+}
+
+/// The task `id`, or `None` if it was never posted (or its post was retracted).
+pub fn task(index: &Index, cards: &BTreeMap<PublicKey, Card>, id: &str) -> Option<Task> {
+    let key = task_key(id);
+    let post = live_newest(index, &key)
+        .into_iter()
+        .filter(|e| e.body().key.as_str() == key)
+        .min_by_key(|e| (e.created_at_ms(), *e.owner()))?;
+    let spec = json::<TaskSpec>(post)?;
+    let mut claims = Vec::new();
+    let mut refused = Vec::new();
+    for entry in live_newest(index, &format!("{key}.claims.")) {
+        if !slot_is_owner(entry) {
+            continue;
+        }
+        let who = *entry.owner();
+        let Some(claim) = json::<Claim>(entry) else {
+            refused.push((who, "the claim is not {\"lamport\": n}".to_owned()));
+            continue;
+        };
+        match capability_refusal(cards, &who, &spec.capability) {
+            Some(reason) => refused.push((who, reason)),
+            None => claims.push((who, claim.lamport)),
+        }
+    }
+    // Lowest (lamport, agent id) wins, everywhere, whatever order the claims arrived in.
+    claims.sort_by_key(|(who, lamport)| (*lamport, *who));
+    let winner = claims.first().map(|(who, _)| *who);
+    let state = match winner {
+        None => TaskState::Open,
+        Some(winner) => {
+            let outcome = live_newest(index, &outcome_key(id, &winner))
+                .into_iter()
+                .find(|e| e.owner() == &winner)
+                .and_then(|e| Some((e.id(), json::<Outcome>(e)?)));
+            match outcome {
+                Some((entry, o)) if o.status == "completed" => TaskState::Completed {
+                    result: entry.to_string(),
+                },
+                Some((_, o)) if o.status == "failed" => TaskState::Failed { reason: o.result },
+                _ => TaskState::Claimed,
+            }
+        }
+    };
+    Some(Task {
+        id: id.to_owned(),
+        description: spec.description,
+        capability: spec.capability,
+        reward: spec.reward,
+        priority: spec.priority,
+        poster: *post.owner(),
+        entry: post.id(),
+        claims,
+        winner,
+        state,
+        refused,
+    })
+}
+
+/// The distinct second segments of keys under `prefix` (`coord.swarms.` → slugs).
+fn names_under(index: &Index, prefix: &str) -> BTreeSet<String> {
+    index
+        .history(prefix)
+        .into_iter()
+        .filter_map(|e| {
+            e.body().key.as_str()[prefix.len()..]
+                .split('.')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Every card, swarm and task in the space.
+pub fn snapshot(index: &Index, now_ms: u64) -> Snapshot {
+    let cards = cards(index);
+    let swarms = names_under(index, "coord.swarms.")
+        .into_iter()
+        .filter_map(|slug| Some((slug.clone(), swarm(index, &cards, &slug, now_ms)?)))
+        .collect();
+    let tasks = names_under(index, "coord.tasks.")
+        .into_iter()
+        .filter_map(|id| Some((id.clone(), task(index, &cards, &id)?)))
+        .collect();
+    Snapshot {
+        cards,
+        swarms,
+        tasks,
+    }
+}
+
+/// The verdicts on `target` as `reader` sees them: verified with at least `k` verifiers
+/// other than the owner and no dispute by an agent the reader trusts (or the reader).
+pub fn verification(
+    index: &Index,
+    target: &EnvelopeId,
+    owner: Option<&PublicKey>,
+    reader: &PublicKey,
+    trust: &TrustGraph,
+    k: usize,
+) -> Verification {
+    let mut out = Verification::default();
+    for entry in live_newest(index, &format!("coord.verdicts.{target}.")) {
+        let who = *entry.owner();
+        if !slot_is_owner(entry) || Some(&who) == owner {
+            continue;
+        }
+        match json::<Verdict>(entry).map(|v| v.verdict) {
+            Some(v) if v == "verify" => out.verifiers.push(who),
+            Some(v) if v == "dispute" => out.disputers.push(who),
+            _ => {}
+        }
+    }
+    out.contested = out
+        .disputers
+        .iter()
+        .any(|d| d == reader || trust.admits(reader, d));
+    out.verified = out.verifiers.len() >= k && !out.contested;
+    out
+}

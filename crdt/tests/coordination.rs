@@ -1,0 +1,346 @@
+//! Coordination computed from the medium: the five-agent scenario's swarm steps, task
+//! claims resolved to one winner on every replica whatever the order (a partition that
+//! heals included), dissolution, and verification.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use common::{NOW, Replica, replica, space, sync_all, sync_pair};
+use membrane_crdt::Draft;
+use membrane_crdt::coord::{self, SwarmState, TaskState};
+use membrane_protocol::{EntryKind, Score, Tier};
+use proptest::prelude::*;
+
+fn write(
+    r: &mut Replica,
+    key: &str,
+    value: serde_json::Value,
+    at: u64,
+) -> membrane_protocol::EnvelopeId {
+    let mut draft = Draft::new(key.parse().unwrap(), value.to_string(), Some(Tier::Public));
+    draft.kind = EntryKind::Meta;
+    r.expose(&space(), draft, at).unwrap().id
+}
+
+fn register(r: &mut Replica, name: &str, caps: &[&str], at: u64) {
+    let key = coord::agent_key(r.me());
+    let caps: Vec<_> = caps
+        .iter()
+        .map(|c| serde_json::json!({"name": c, "description": ""}))
+        .collect();
+    write(
+        r,
+        &key,
+        serde_json::json!({"name": name, "capabilities": caps}),
+        at,
+    );
+}
+
+fn snapshot(r: &Replica, at: u64) -> coord::Snapshot {
+    coord::snapshot(r.index(&space()).unwrap(), at)
+}
+
+fn five() -> Vec<Replica> {
+    let mut rs: Vec<Replica> = (1..=5).map(replica).collect();
+    for r in &mut rs {
+        r.join(space()).unwrap();
+    }
+    let roles: [(&str, &[&str]); 5] = [
+        ("orchestrator", &["planning"]),
+        ("researcher", &["research"]),
+        ("writer", &["writing"]),
+        ("reviewer", &["reviewing"]),
+        ("editor", &["editing", "reviewing"]),
+    ];
+    for (r, (name, caps)) in rs.iter_mut().zip(roles) {
+        register(r, name, caps, NOW);
+    }
+    rs
+}
+
+#[test]
+fn the_five_agent_swarm_steps() {
+    let mut rs = five();
+    let slug = coord::slug("Final Review").unwrap();
+    assert_eq!(slug, "final-review");
+    let spec =
+        serde_json::json!({"name": "Final Review", "capability": "reviewing", "threshold": 2});
+    write(&mut rs[0], &coord::swarm_key(&slug), spec, NOW + 10);
+    // The editor joins: 1 of 2, not active.
+    let editor = *rs[4].me();
+    write(
+        &mut rs[4],
+        &coord::member_key(&slug, &editor),
+        serde_json::json!({}),
+        NOW + 20,
+    );
+    sync_all(&mut rs, &space());
+    for r in &rs {
+        let swarm = &snapshot(r, NOW + 25).swarms[&slug];
+        assert_eq!(swarm.members, vec![editor]);
+        assert_eq!(swarm.state, SwarmState::Forming);
+    }
+    // The reviewer joins: 2 of 2, active on every replica, from the second join's time.
+    let reviewer = *rs[3].me();
+    write(
+        &mut rs[3],
+        &coord::member_key(&slug, &reviewer),
+        serde_json::json!({}),
+        NOW + 30,
+    );
+    // The researcher lacks the capability: its join counts nowhere, with the reason.
+    let researcher = *rs[1].me();
+    write(
+        &mut rs[1],
+        &coord::member_key(&slug, &researcher),
+        serde_json::json!({}),
+        NOW + 31,
+    );
+    sync_all(&mut rs, &space());
+    let first = snapshot(&rs[0], NOW + 40).swarms[&slug].clone();
+    assert_eq!(first.state, SwarmState::Active);
+    assert_eq!(first.activated_at_ms, Some(NOW + 30));
+    assert_eq!(first.members.len(), 2);
+    assert!(first.members.contains(&reviewer) && first.members.contains(&editor));
+    assert_eq!(first.refused.len(), 1);
+    assert_eq!(first.refused[0].0, researcher);
+    assert!(
+        first.refused[0].1.contains("lacks reviewing"),
+        "{:?}",
+        first.refused
+    );
+    for r in &rs {
+        assert_eq!(snapshot(r, NOW + 40).swarms[&slug], first);
+    }
+    // The editor leaves after activation: below the threshold, so dissolved.
+    let member = rs[4]
+        .retract(
+            &space(),
+            &coord::member_key(&slug, &editor).parse().unwrap(),
+            None,
+            NOW + 50,
+        )
+        .unwrap();
+    let _ = member;
+    sync_all(&mut rs, &space());
+    for r in &rs {
+        let swarm = &snapshot(r, NOW + 60).swarms[&slug];
+        assert!(
+            matches!(&swarm.state, SwarmState::Dissolved { reason } if reason.contains("below the threshold")),
+            "{:?}",
+            swarm.state
+        );
+    }
+}
+
+#[test]
+fn the_creator_dissolves_and_ttl_expires() {
+    let mut rs = five();
+    write(
+        &mut rs[0],
+        &coord::swarm_key("a"),
+        serde_json::json!({"name": "a", "capability": "research", "threshold": 1}),
+        NOW,
+    );
+    let mut draft = Draft::new(
+        coord::swarm_key("b").parse().unwrap(),
+        serde_json::json!({"name": "b", "capability": "research", "threshold": 1}).to_string(),
+        Some(Tier::Public),
+    );
+    draft.ttl_ms = Some(1000);
+    rs[0].expose(&space(), draft, NOW).unwrap();
+    rs[0]
+        .retract(
+            &space(),
+            &coord::swarm_key("a").parse().unwrap(),
+            None,
+            NOW + 5,
+        )
+        .unwrap();
+    sync_all(&mut rs, &space());
+    let snap = snapshot(&rs[2], NOW + 2000);
+    assert_eq!(
+        snap.swarms["a"].state,
+        SwarmState::Dissolved {
+            reason: "dissolved by its creator".into()
+        }
+    );
+    assert_eq!(
+        snap.swarms["b"].state,
+        SwarmState::Dissolved {
+            reason: "its ttl ran out".into()
+        }
+    );
+    assert_eq!(
+        snapshot(&rs[2], NOW + 10).swarms["b"].state,
+        SwarmState::Forming
+    );
+}
+
+fn post_task(r: &mut Replica, id: &str, capability: &str) {
+    write(
+        r,
+        &coord::task_key(id),
+        serde_json::json!({"description": "review the brief", "capability": capability}),
+        NOW,
+    );
+}
+
+fn claim(r: &mut Replica, id: &str, lamport: u64, at: u64) {
+    let key = coord::claim_key(id, r.me());
+    write(r, &key, serde_json::json!({"lamport": lamport}), at);
+}
+
+#[test]
+fn a_partitioned_double_claim_has_one_winner_after_healing() {
+    let mut rs = five();
+    post_task(&mut rs[0], "t1", "reviewing");
+    sync_all(&mut rs, &space());
+    // Partition: the reviewer and the editor each claim, seeing only their side.
+    claim(&mut rs[3], "t1", 1, NOW + 10);
+    claim(&mut rs[4], "t1", 1, NOW + 11);
+    // And the writer, without the capability.
+    claim(&mut rs[2], "t1", 1, NOW + 12);
+    {
+        let (left, right) = rs.split_at_mut(4);
+        sync_pair(&mut left[0], &mut right[0], &space());
+    }
+    sync_all(&mut rs, &space());
+    let (reviewer, editor) = (*rs[3].me(), *rs[4].me());
+    let expected = reviewer.min(editor);
+    for r in &rs {
+        let task = &snapshot(r, NOW + 20).tasks["t1"];
+        assert_eq!(task.winner, Some(expected));
+        assert_eq!(task.state, TaskState::Claimed);
+        assert_eq!(task.claims.len(), 2);
+        assert_eq!(task.refused.len(), 1);
+        assert!(task.refused[0].1.contains("lacks reviewing"));
+    }
+    // The winner completes it; everyone sees the result.
+    let winner = rs.iter().position(|r| *r.me() == expected).unwrap();
+    let key = coord::outcome_key("t1", &expected);
+    let result = write(
+        &mut rs[winner],
+        &key,
+        serde_json::json!({"status": "completed", "result": "looks good"}),
+        NOW + 30,
+    );
+    // A loser's outcome counts for nothing.
+    let loser = if winner == 3 { 4 } else { 3 };
+    let loser_key = coord::outcome_key("t1", &rs[loser].me().clone());
+    write(
+        &mut rs[loser],
+        &loser_key,
+        serde_json::json!({"status": "failed", "result": "x"}),
+        NOW + 31,
+    );
+    sync_all(&mut rs, &space());
+    for r in &rs {
+        assert_eq!(
+            snapshot(r, NOW + 40).tasks["t1"].state,
+            TaskState::Completed {
+                result: result.to_string()
+            }
+        );
+    }
+}
+
+#[test]
+fn verification_needs_k_verifiers_and_no_trusted_dispute() {
+    let mut rs = five();
+    let fact = rs[1]
+        .expose(
+            &space(),
+            Draft::new("findings.x".parse().unwrap(), "x", Some(Tier::Public)),
+            NOW,
+        )
+        .unwrap()
+        .id;
+    let owner = *rs[1].me();
+    let verdict = |r: &mut Replica, v: &str, at| {
+        let key = coord::verdict_key(&fact, r.me());
+        write(r, &key, serde_json::json!({"verdict": v, "note": ""}), at);
+    };
+    verdict(&mut rs[1], "verify", NOW + 1); // the owner's own verdict does not count
+    verdict(&mut rs[2], "verify", NOW + 2);
+    sync_all(&mut rs, &space());
+    let reader = *rs[0].me();
+    let check = |r: &Replica| {
+        coord::verification(
+            r.index(&space()).unwrap(),
+            &fact,
+            Some(&owner),
+            &reader,
+            &r.trust(&space()),
+            2,
+        )
+    };
+    let v = check(&rs[0]);
+    assert_eq!((v.verifiers.len(), v.verified), (1, false));
+    verdict(&mut rs[3], "verify", NOW + 3);
+    sync_all(&mut rs, &space());
+    assert!(check(&rs[0]).verified);
+    // An untrusted dispute leaves it verified; once the reader trusts the disputer, it is
+    // contested.
+    verdict(&mut rs[4], "dispute", NOW + 4);
+    sync_all(&mut rs, &space());
+    let v = check(&rs[0]);
+    assert!(v.verified && !v.contested);
+    let disputer = *rs[4].me();
+    rs[0]
+        .set_trust(&space(), disputer, Score::from_f64(0.8).unwrap(), NOW + 5)
+        .unwrap();
+    sync_all(&mut rs, &space());
+    let v = check(&rs[0]);
+    assert!(!v.verified && v.contested);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Joins, leaves and claims made on different replicas, synced in any order of pairs,
+    /// end in the same swarm states and task winners everywhere.
+    #[test]
+    fn any_delivery_order_gives_the_same_states(
+        claims in proptest::collection::vec((0usize..5, 1u64..4), 1..6),
+        joins in proptest::collection::vec((0usize..5, any::<bool>()), 1..8),
+        order in proptest::collection::vec((0usize..5, 0usize..5), 4..20),
+    ) {
+        let mut rs = five();
+        post_task(&mut rs[0], "t", "reviewing");
+        write(
+            &mut rs[0],
+            &coord::swarm_key("s"),
+            serde_json::json!({"name": "s", "capability": "reviewing", "threshold": 2}),
+            NOW,
+        );
+        let mut t = NOW + 1;
+        for (who, lamport) in claims {
+            claim(&mut rs[who], "t", lamport, t);
+            t += 1;
+        }
+        for (who, leave) in joins {
+            let key = coord::member_key("s", &rs[who].me().clone());
+            if leave {
+                let _ = rs[who].retract(&space(), &key.parse().unwrap(), None, t);
+            } else {
+                write(&mut rs[who], &key, serde_json::json!({}), t);
+            }
+            t += 1;
+        }
+        for (i, j) in order {
+            if i != j {
+                let (a, b) = (i.min(j), i.max(j));
+                let (left, right) = rs.split_at_mut(b);
+                sync_pair(&mut left[a], &mut right[0], &space());
+            }
+        }
+        sync_all(&mut rs, &space());
+        let first = snapshot(&rs[0], t);
+        for r in &rs[1..] {
+            let other = snapshot(r, t);
+            prop_assert_eq!(&other.swarms["s"], &first.swarms["s"]);
+            prop_assert_eq!(&other.tasks["t"], &first.tasks["t"]);
+        }
+    }
+}
