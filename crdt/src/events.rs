@@ -112,6 +112,30 @@ pub enum EventKind {
         /// How bad.
         severity: Severity,
     },
+    /// A swarm changed state (formed, activated, dissolved) or membership.
+    Swarm {
+        /// Space.
+        space: Space,
+        /// Its slug.
+        slug: String,
+        /// `forming`, `active` or `dissolved`.
+        state: String,
+        /// Members now.
+        members: usize,
+        /// Why, when dissolved.
+        reason: Option<String>,
+    },
+    /// A task was posted, claimed (or changed hands), completed or failed.
+    Task {
+        /// Space.
+        space: Space,
+        /// Its id.
+        id: String,
+        /// `open`, `claimed`, `completed` or `failed`.
+        state: String,
+        /// The winning claimant, if any.
+        winner: Option<PublicKey>,
+    },
     /// Two owners disagree on a key.
     Conflict {
         /// Space.

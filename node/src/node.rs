@@ -213,7 +213,12 @@ pub(crate) enum Command {
     PeerInfos(Reply<Vec<PeerInfo>>),
     Trusts(Space, Reply<Vec<TrustEdgeView>>),
     EventsSince(u64, usize, Reply<Vec<Event>>),
+    Coordination(Space, Reply<membrane_crdt::coord::Snapshot>),
+    Verification(Space, EnvelopeId, usize, Reply<VerificationView>),
 }
+
+/// An entry's verdicts as this node's agent sees them, with the entry's owner.
+pub type VerificationView = (membrane_crdt::coord::Verification, Option<PublicKey>);
 
 /// A cloneable handle to a running node.
 #[derive(Debug, Clone)]
@@ -402,6 +407,26 @@ impl NodeHandle {
     /// Up to `limit` events of the log with a sequence number above `seq`, oldest first.
     pub async fn events_since(&self, seq: u64, limit: usize) -> Result<Vec<Event>, NodeError> {
         self.call(|r| Command::EventsSince(seq, limit, r)).await
+    }
+
+    /// Cards, swarms and tasks of `space`, as computed from the medium now.
+    pub async fn coordination(
+        &self,
+        space: &Space,
+    ) -> Result<membrane_crdt::coord::Snapshot, NodeError> {
+        self.call(|r| Command::Coordination(space.clone(), r)).await
+    }
+
+    /// The verdicts on entry `id` (verified with `k` verifiers), and the entry's owner if
+    /// this node holds it.
+    pub async fn verification(
+        &self,
+        space: &Space,
+        id: EnvelopeId,
+        k: usize,
+    ) -> Result<VerificationView, NodeError> {
+        self.call(|r| Command::Verification(space.clone(), id, k, r))
+            .await
     }
 
     /// Asks the node to stop; the event loop flushes and returns.

@@ -4,6 +4,7 @@
 //! [`client`].
 
 pub mod client;
+pub mod coordination;
 pub mod error;
 pub mod http;
 pub(crate) mod metrics;

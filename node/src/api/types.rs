@@ -637,6 +637,31 @@ impl From<&Event> for EventView {
                 view.text = Some(format!("{offence:?} ({severity:?})").to_lowercase());
                 ("threat", space)
             }
+            EventKind::Swarm {
+                space,
+                slug,
+                state,
+                members,
+                reason,
+            } => {
+                view.key = Some(membrane_crdt::coord::swarm_key(slug));
+                view.text = Some(match reason {
+                    Some(reason) => format!("{state}: {reason}"),
+                    None => format!("{state}, {members} members"),
+                });
+                ("swarm", space)
+            }
+            EventKind::Task {
+                space,
+                id,
+                state,
+                winner,
+            } => {
+                view.key = Some(membrane_crdt::coord::task_key(id));
+                view.text = Some(state.clone());
+                view.about = winner.iter().map(ToString::to_string).collect();
+                ("task", space)
+            }
             _ => ("other", &membrane_protocol::Space::default_space()),
         };
         view.kind = kind.to_owned();

@@ -162,6 +162,18 @@ static VERBS: LazyLock<Vec<VerbSpec>> = LazyLock::new(|| {
         spec::<Peers>(),
         spec::<Status>(),
         spec::<BudgetVerb>(),
+        spec::<super::coordination::SwarmCreate>(),
+        spec::<super::coordination::SwarmJoin>(),
+        spec::<super::coordination::SwarmLeave>(),
+        spec::<super::coordination::SwarmDissolve>(),
+        spec::<super::coordination::Swarms>(),
+        spec::<super::coordination::TaskPost>(),
+        spec::<super::coordination::TaskClaim>(),
+        spec::<super::coordination::TaskComplete>(),
+        spec::<super::coordination::TaskFail>(),
+        spec::<super::coordination::Tasks>(),
+        spec::<super::coordination::Verify>(),
+        spec::<super::coordination::Dispute>(),
     ]
 });
 
@@ -262,6 +274,8 @@ impl Verb for Register {
         crate::config::check_agent(&req.name, &capabilities)
             .map_err(|message| ApiError::bad("invalid_request", message))?;
         ctx.node.register(req.name.clone(), capabilities).await?;
+        // The signed card in the medium is what swarms and tasks check, on every node.
+        super::coordination::ensure_card(ctx, &ctx.home).await?;
         Ok(RegisterResponse {
             peer: ctx.node.id().to_string(),
             name: req.name,

@@ -52,6 +52,13 @@ fn capability_key(capability: &str) -> RecordKey {
     RecordKey::new(&sha2::Sha256::digest(format!("cap:{capability}")).to_vec())
 }
 
+/// Coordination states last logged: swarm (state, members) and task (state, winner).
+#[derive(Debug, Default)]
+struct CoordSeen {
+    swarms: BTreeMap<String, (String, usize)>,
+    tasks: BTreeMap<String, (String, Option<PublicKey>)>,
+}
+
 type ProviderQuery = (BTreeSet<PublicKey>, crate::node::Reply<Vec<PublicKey>>);
 
 pub(crate) struct Service<S: Storage> {
@@ -74,6 +81,9 @@ pub(crate) struct Service<S: Storage> {
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     metrics: crate::metrics::NodeMetrics,
     p2p_metrics: libp2p::metrics::Metrics,
+    /// What coordination looked like at the last check, per space: swarm states and task
+    /// states, to log an event when one changes.
+    coordination: BTreeMap<Space, CoordSeen>,
     /// The newest capability ad of each agent, per space.
     ads: BTreeMap<(PublicKey, Space), CapabilityAd>,
 }
@@ -122,6 +132,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             announced: false,
             provider_queries: HashMap::new(),
             ads: BTreeMap::new(),
+            coordination: BTreeMap::new(),
             metrics,
             p2p_metrics,
         };
@@ -129,6 +140,8 @@ impl<S: Storage + Send + 'static> Service<S> {
         for space in &spaces {
             service.subscribe(space);
         }
+        // What the log already says about coordination is not news after a restart.
+        service.check_coordination(false);
         let listen = if service.options.listen.is_empty() {
             match service.options.transport {
                 super::TransportKind::Memory => vec!["/memory/0".parse()?],
@@ -269,6 +282,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             .map(|index| index.len())
             .sum();
         self.metrics.entries.set(entries as i64);
+        self.coordination_events();
         let new: Vec<_> = self.medium.events_since(self.last_event).to_vec();
         for event in new {
             self.last_event = event.seq;
@@ -393,6 +407,33 @@ impl<S: Storage + Send + 'static> Service<S> {
                 let events = self.medium.events_since(seq);
                 let _ = reply.send(Ok(events[..events.len().min(limit)].to_vec()));
             }
+            Command::Coordination(space, reply) => {
+                let result = match self.medium.index(&space) {
+                    Some(index) => Ok(membrane_crdt::coord::snapshot(index, now)),
+                    None => Err(NodeError::UnknownSpace(space)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Verification(space, id, k, reply) => {
+                let trust = self.medium.trust(&space);
+                let me = self.me();
+                let result = match self.medium.index(&space) {
+                    Some(index) => {
+                        let owner = index.entry(&id).map(|e| *e.owner());
+                        let v = membrane_crdt::coord::verification(
+                            index,
+                            &id,
+                            owner.as_ref(),
+                            &me,
+                            &trust,
+                            k,
+                        );
+                        Ok((v, owner))
+                    }
+                    None => Err(NodeError::UnknownSpace(space)),
+                };
+                let _ = reply.send(result);
+            }
             Command::FindProviders(capability, reply) => {
                 match self.swarm.behaviour_mut().kad.as_mut() {
                     Some(kad) => {
@@ -447,6 +488,69 @@ impl<S: Storage + Send + 'static> Service<S> {
                 channel: channel.name(),
             })
             .inc();
+    }
+
+    /// Recomputes coordination in every space and logs an event for each swarm or task
+    /// whose state changed since the last check.
+    fn coordination_events(&mut self) {
+        self.check_coordination(true);
+    }
+
+    /// Brings `self.coordination` up to date, logging changes if `log`.
+    fn check_coordination(&mut self, log: bool) {
+        let now = now_ms();
+        let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+        for space in spaces {
+            let Some(index) = self.medium.index(&space) else {
+                continue;
+            };
+            let snapshot = membrane_crdt::coord::snapshot(index, now);
+            let seen = self.coordination.entry(space.clone()).or_default();
+            let mut notes = Vec::new();
+            for (slug, swarm) in &snapshot.swarms {
+                let (state, reason) = match &swarm.state {
+                    membrane_crdt::coord::SwarmState::Forming => ("forming", None),
+                    membrane_crdt::coord::SwarmState::Active => ("active", None),
+                    membrane_crdt::coord::SwarmState::Dissolved { reason } => {
+                        ("dissolved", Some(reason.clone()))
+                    }
+                };
+                let now_seen = (state.to_owned(), swarm.members.len());
+                if seen.swarms.get(slug) != Some(&now_seen) {
+                    seen.swarms.insert(slug.clone(), now_seen);
+                    notes.push(EventKind::Swarm {
+                        space: space.clone(),
+                        slug: slug.clone(),
+                        state: state.to_owned(),
+                        members: swarm.members.len(),
+                        reason,
+                    });
+                }
+            }
+            for (id, task) in &snapshot.tasks {
+                let state = match &task.state {
+                    membrane_crdt::coord::TaskState::Open => "open",
+                    membrane_crdt::coord::TaskState::Claimed => "claimed",
+                    membrane_crdt::coord::TaskState::Completed { .. } => "completed",
+                    membrane_crdt::coord::TaskState::Failed { .. } => "failed",
+                };
+                let now_seen = (state.to_owned(), task.winner);
+                if seen.tasks.get(id) != Some(&now_seen) {
+                    seen.tasks.insert(id.clone(), now_seen);
+                    notes.push(EventKind::Task {
+                        space: space.clone(),
+                        id: id.clone(),
+                        state: state.to_owned(),
+                        winner: task.winner,
+                    });
+                }
+            }
+            if log {
+                for note in notes {
+                    self.note(note);
+                }
+            }
+        }
     }
 
     /// Logs an event the medium did not produce itself.

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
+use serde_json::Value;
+
 use super::DEADLINE;
 
 /// The `membrane` binary under test.
@@ -169,4 +171,75 @@ impl NodeProcess {
 /// A JSON log line's message.
 pub fn message(json: &serde_json::Value) -> &str {
     json["fields"]["message"].as_str().unwrap_or("")
+}
+
+/// A `membrane events` follower whose JSON lines arrive on a channel.
+pub struct Follower {
+    child: Child,
+    pub lines: mpsc::Receiver<Value>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Follower {
+    pub fn start(node: &NodeProcess, args: &[&str]) -> Follower {
+        let mut child = Command::new(bin())
+            .arg("events")
+            .args(args)
+            .args(["--json", "--data-dir"])
+            .arg(&node.dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(json) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if tx.send(json).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The next event that satisfies `want`.
+    pub fn wait(&self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+            if want(&event) {
+                return event;
+            }
+        }
+    }
+}
+
+/// Re-checks `check` on `node` after each new event in its log until it holds.
+pub fn eventually(node: &NodeProcess, what: &str, check: impl Fn() -> bool) {
+    let follower = Follower::start(node, &["--since", "0"]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if check() {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        follower
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+    }
 }

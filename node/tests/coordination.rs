@@ -1,0 +1,224 @@
+//! Coordination through the CLI over five node processes: the five-agent scenario's swarm
+//! steps (13–14), a task claimed by two agents at once with one winner on every node,
+//! completion, and verification of a fact by other agents. Waits follow event streams.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::process::{Follower, NodeProcess, eventually};
+use serde_json::Value;
+
+const AGENTS: [(&str, &str); 5] = [
+    ("orchestrator", "planning=Splits work and assigns it"),
+    ("researcher", "research=Finds and summarises sources"),
+    ("writer", "writing=Drafts briefs"),
+    ("reviewer", "reviewing=Reviews drafts for accuracy"),
+    ("editor", "reviewing=Reviews drafts for accuracy"),
+];
+
+fn swarm_at(node: &NodeProcess, slug: &str) -> Value {
+    node.cli_json(&["swarms"])["swarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["swarm"] == slug)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn task_at(node: &NodeProcess, id: &str) -> Value {
+    node.cli_json(&["tasks"])["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn swarms_tasks_and_verification_across_five_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let first = NodeProcess::start(&root.path().join("orchestrator"), &["--space", "brief"]);
+    first.wait_ready();
+    let boot = first.boot_addr();
+    let mut nodes = vec![first];
+    for (name, _) in &AGENTS[1..] {
+        nodes.push(NodeProcess::start(
+            &root.path().join(name),
+            &["--space", "brief", "--bootstrap", &boot],
+        ));
+    }
+    for node in &nodes[1..] {
+        node.wait_ready();
+    }
+    for node in &nodes {
+        node.wait_peers(4);
+    }
+    // Step 1: all five register (their signed capability cards go into the medium).
+    for (node, (name, cap)) in nodes.iter().zip(AGENTS) {
+        node.cli_json(&["register", name, "--capabilities", cap]);
+    }
+    let [orchestrator, researcher, _writer, reviewer, editor] = &nodes[..] else {
+        unreachable!()
+    };
+    // Everyone will watch the swarm's events.
+    let followers: Vec<Follower> = nodes
+        .iter()
+        .map(|n| Follower::start(n, &["--patterns", "coord.swarms.*"]))
+        .collect();
+
+    // Step 13: the orchestrator creates "Final Review" for reviewing, threshold 2.
+    let created = orchestrator.cli_json(&[
+        "swarm-create",
+        "Final Review",
+        "--capability",
+        "reviewing",
+        "--threshold",
+        "2",
+    ]);
+    assert_eq!(created["swarm"], "final-review");
+    assert_eq!(created["state"], "forming");
+    // Step 14: the editor joins (1/2, not active) ...
+    eventually(editor, "the swarm at the editor", || {
+        swarm_at(editor, "final-review") != Value::Null
+    });
+    let joined = editor.cli_json(&["swarm-join", "final-review"]);
+    assert_eq!(joined["members"].as_array().unwrap().len(), 1);
+    assert_eq!(joined["state"], "forming");
+    // ... an agent without the capability is refused, with the reason ...
+    eventually(researcher, "the swarm at the researcher", || {
+        swarm_at(researcher, "final-review") != Value::Null
+    });
+    let refused = researcher.cli(&["swarm-join", "final-review"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("lacks reviewing"), "{stderr}");
+    // ... the reviewer joins: 2/2, active on every node, each seeing the event.
+    eventually(reviewer, "the editor's join at the reviewer", || {
+        swarm_at(reviewer, "final-review")["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+    });
+    let active = reviewer.cli_json(&["swarm-join", "final-review"]);
+    assert_eq!(active["state"], "active");
+    for (i, follower) in followers.iter().enumerate() {
+        let event = follower.wait(&format!("activation at node {i}"), |e| {
+            e["type"] == "swarm" && e["text"].as_str().unwrap_or("").starts_with("active")
+        });
+        assert_eq!(event["key"], "coord.swarms.final-review");
+    }
+    let expected = swarm_at(orchestrator, "final-review");
+    for node in &nodes {
+        let mut seen = swarm_at(node, "final-review");
+        let mut want = expected.clone();
+        for v in [&mut seen, &mut want] {
+            v["members"]
+                .as_array_mut()
+                .unwrap()
+                .sort_by_key(|m| m.to_string());
+        }
+        assert_eq!(seen, want);
+    }
+
+    // A task claimed by two reviewers at once: one winner, the same on every node.
+    let posted = orchestrator.cli_json(&[
+        "task-post",
+        "Check the brief's figures",
+        "--capability",
+        "reviewing",
+    ]);
+    let task = posted["task"].as_str().unwrap().to_owned();
+    for node in [reviewer, editor] {
+        eventually(node, "the task", || task_at(node, &task) != Value::Null);
+    }
+    let claim = |dir: std::path::PathBuf, task: String| {
+        std::thread::spawn(move || {
+            let out = std::process::Command::new(common::process::bin())
+                .args(["task-claim", &task, "--json", "--data-dir"])
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        })
+    };
+    let (a, b) = (
+        claim(reviewer.dir.clone(), task.clone()),
+        claim(editor.dir.clone(), task.clone()),
+    );
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(a["state"], "claimed");
+    assert_eq!(b["state"], "claimed");
+    let ids = [reviewer.peer_id(), editor.peer_id()];
+    for node in &nodes {
+        eventually(node, "both claims", || {
+            task_at(node, &task)["claimants"]
+                .as_array()
+                .is_some_and(|c| c.len() == 2)
+        });
+    }
+    let winner = task_at(orchestrator, &task)["winner"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ids.contains(&winner));
+    for node in &nodes {
+        assert_eq!(
+            task_at(node, &task)["winner"].as_str(),
+            Some(winner.as_str())
+        );
+    }
+    // The loser cannot complete it; the winner can, and everyone sees the result.
+    let (won, lost) = if winner == ids[0] {
+        (reviewer, editor)
+    } else {
+        (editor, reviewer)
+    };
+    let denied = lost.cli(&["task-complete", &task, "I did it too"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("was won by"));
+    // The researcher lacks the capability altogether.
+    let no_cap = researcher.cli(&["task-claim", &task]);
+    assert!(!no_cap.status.success());
+    let done = won.cli_json(&["task-complete", &task, "two figures corrected"]);
+    assert_eq!(done["state"], "completed");
+    for node in &nodes {
+        eventually(node, "the completed task", || {
+            task_at(node, &task)["state"] == "completed"
+        });
+    }
+
+    // Verification: the researcher's finding, verified by two others.
+    let fact = researcher.cli_json(&[
+        "expose",
+        "findings.sea_level",
+        "3.7 mm/yr since 2006",
+        "--tier",
+        "public",
+    ]);
+    let id = fact["id"].as_str().unwrap().to_owned();
+    for node in [reviewer, editor] {
+        eventually(node, "the finding", || {
+            node.cli_json(&["query", "findings.*"])["hits"]
+                .as_array()
+                .is_some_and(|h| h.len() == 1)
+        });
+    }
+    let own = researcher.cli(&["verify", &id]);
+    assert!(!own.status.success());
+    let once = reviewer.cli_json(&["verify", &id, "--note", "matches AR6"]);
+    assert_eq!(once["verified"], false);
+    eventually(editor, "the first verdict at the editor", || {
+        editor.cli_json(&["query", "coord.verdicts.**"])["hits"]
+            .as_array()
+            .is_some_and(|h| h.len() == 1)
+    });
+    let twice = editor.cli_json(&["verify", &id, "--note", "checked the table"]);
+    assert_eq!(twice["verified"], true, "{twice}");
+    assert_eq!(twice["verifiers"].as_array().unwrap().len(), 2);
+}
