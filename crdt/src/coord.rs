@@ -271,6 +271,8 @@ pub struct Snapshot {
     pub swarms: BTreeMap<String, Swarm>,
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
+    /// What each agent has done (with [`DEFAULT_VERIFIERS`] as k).
+    pub standings: BTreeMap<PublicKey, Standing>,
 }
 
 fn live_newest<'a>(index: &'a Index, prefix: &str) -> Vec<&'a Entry> {
@@ -511,11 +513,14 @@ pub fn snapshot(index: &Index, now_ms: u64) -> Snapshot {
         .into_iter()
         .filter_map(|id| Some((id.clone(), task(index, &cards, &id)?)))
         .collect();
-    Snapshot {
+    let mut snapshot = Snapshot {
         cards,
         swarms,
         tasks,
-    }
+        standings: BTreeMap::new(),
+    };
+    snapshot.standings = standings(index, &snapshot, DEFAULT_VERIFIERS);
+    snapshot
 }
 
 /// The verdicts on `target` as `reader` sees them: verified with at least `k` verifiers
@@ -545,5 +550,158 @@ pub fn verification(
         .iter()
         .any(|d| d == reader || trust.admits(reader, d));
     out.verified = out.verifiers.len() >= k && !out.contested;
+    out
+}
+
+/// What an agent has done, as the medium records it: the basis of its reputation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Standing {
+    /// Tasks it won and completed, by capability.
+    pub completed: BTreeMap<String, u32>,
+    /// Tasks it won and failed, by capability.
+    pub failed: BTreeMap<String, u32>,
+    /// Its entries that at least `k` other agents verified.
+    pub verified: u32,
+    /// Its entries that someone disputed.
+    pub disputed: u32,
+}
+
+impl Standing {
+    /// A factor in (0, 2]: the Laplace-smoothed success rate on `capability` (all
+    /// capabilities when `None`), nudged up by verified entries and down by disputed ones.
+    pub fn weight(&self, capability: Option<&str>) -> f64 {
+        let count = |m: &BTreeMap<String, u32>| -> f64 {
+            match capability {
+                Some(c) => f64::from(m.get(c).copied().unwrap_or(0)),
+                None => m.values().map(|v| f64::from(*v)).sum(),
+            }
+        };
+        let (done, failed) = (count(&self.completed), count(&self.failed));
+        let success = (1.0 + done) / (2.0 + done + failed);
+        let evidence =
+            1.0 + 0.05 * f64::from(self.verified.min(10)) - 0.05 * f64::from(self.disputed.min(10));
+        (2.0 * success * evidence).clamp(0.05, 2.0)
+    }
+}
+
+/// Every agent's standing in the space: task outcomes (the winner's, per the task's
+/// capability) and verdicts on its entries.
+pub fn standings(index: &Index, snapshot: &Snapshot, k: usize) -> BTreeMap<PublicKey, Standing> {
+    let mut out: BTreeMap<PublicKey, Standing> = BTreeMap::new();
+    for task in snapshot.tasks.values() {
+        let Some(winner) = task.winner else { continue };
+        let standing = out.entry(winner).or_default();
+        match task.state {
+            TaskState::Completed { .. } => {
+                *standing
+                    .completed
+                    .entry(task.capability.clone())
+                    .or_default() += 1;
+            }
+            TaskState::Failed { .. } => {
+                *standing.failed.entry(task.capability.clone()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let mut verdicts: BTreeMap<String, (BTreeSet<PublicKey>, bool)> = BTreeMap::new();
+    for entry in live_newest(index, "coord.verdicts.") {
+        if !slot_is_owner(entry) {
+            continue;
+        }
+        let Some(target) = entry.body().key.as_str().split('.').nth(2) else {
+            continue;
+        };
+        let slot = verdicts.entry(target.to_owned()).or_default();
+        match json::<Verdict>(entry).map(|v| v.verdict).as_deref() {
+            Some("verify") => {
+                slot.0.insert(*entry.owner());
+            }
+            Some("dispute") => slot.1 = true,
+            _ => {}
+        }
+    }
+    for (target, (verifiers, disputed)) in verdicts {
+        let Ok(id) = target.parse::<EnvelopeId>() else {
+            continue;
+        };
+        let Some(owner) = index.entry(&id).map(|e| *e.owner()) else {
+            continue;
+        };
+        let standing = out.entry(owner).or_default();
+        if verifiers.iter().filter(|v| **v != owner).count() >= k {
+            standing.verified += 1;
+        }
+        if disputed {
+            standing.disputed += 1;
+        }
+    }
+    out
+}
+
+/// One agent found by `discover`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Who.
+    pub agent: PublicKey,
+    /// Its card's name.
+    pub name: String,
+    /// The capability that matched best.
+    pub capability: String,
+    /// Text match × standing.
+    pub score: f64,
+    /// How well the card's words match the need, 0 to 1.
+    pub text_match: f64,
+    /// The standing factor for that capability.
+    pub standing: f64,
+}
+
+/// Agents ranked for a need: the best-matching capability on each card (by the share of
+/// the need's words it covers, stemmed) times the agent's standing for that capability.
+/// Agents with no matching word are left out.
+pub fn discover(snapshot: &Snapshot, need: &str) -> Vec<Candidate> {
+    let need: BTreeSet<String> = crate::search::tokenize(need).into_iter().collect();
+    if need.is_empty() {
+        return Vec::new();
+    }
+    let standings = &snapshot.standings;
+    let mut out = Vec::new();
+    for (agent, card) in &snapshot.cards {
+        let best = card
+            .capabilities
+            .iter()
+            .map(|c| {
+                let words: BTreeSet<String> = crate::search::tokenize(&format!(
+                    "{} {}",
+                    c.name.replace(['_', '-'], " "),
+                    c.description
+                ))
+                .into_iter()
+                .collect();
+                let hit = need.intersection(&words).count() as f64 / need.len() as f64;
+                (hit, c.name.clone())
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+        let Some((text_match, capability)) = best else {
+            continue;
+        };
+        if text_match <= 0.0 {
+            continue;
+        }
+        let standing = standings
+            .get(agent)
+            .map_or(Standing::default().weight(Some(&capability)), |s| {
+                s.weight(Some(&capability))
+            });
+        out.push(Candidate {
+            agent: *agent,
+            name: card.name.clone(),
+            capability,
+            score: text_match * standing,
+            text_match,
+            standing,
+        });
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.agent.cmp(&b.agent)));
     out
 }

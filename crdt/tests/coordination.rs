@@ -344,3 +344,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn discover_ranks_by_card_words_and_track_record() {
+    let mut rs = five();
+    // Both the reviewer and the editor review; the reviewer completes a task, the editor
+    // fails one.
+    post_task(&mut rs[0], "t1", "reviewing");
+    post_task(&mut rs[0], "t2", "reviewing");
+    sync_all(&mut rs, &space());
+    claim(&mut rs[3], "t1", 1, NOW + 1);
+    claim(&mut rs[4], "t2", 1, NOW + 1);
+    sync_all(&mut rs, &space());
+    let (reviewer, editor) = (*rs[3].me(), *rs[4].me());
+    write(
+        &mut rs[3],
+        &coord::outcome_key("t1", &reviewer),
+        serde_json::json!({"status": "completed", "result": "ok"}),
+        NOW + 2,
+    );
+    write(
+        &mut rs[4],
+        &coord::outcome_key("t2", &editor),
+        serde_json::json!({"status": "failed", "result": "no time"}),
+        NOW + 2,
+    );
+    sync_all(&mut rs, &space());
+    let snap = snapshot(&rs[0], NOW + 3);
+    assert_eq!(snap.standings[&reviewer].completed["reviewing"], 1);
+    assert_eq!(snap.standings[&editor].failed["reviewing"], 1);
+    let found = coord::discover(&snap, "who can review a draft brief");
+    let order: Vec<_> = found.iter().map(|c| c.agent).collect();
+    assert_eq!(order, vec![reviewer, editor], "{found:?}");
+    assert!(found[0].score > found[1].score);
+    assert_eq!(found[0].capability, "reviewing");
+    // Nobody's card speaks of cooking.
+    assert!(coord::discover(&snap, "cook a risotto").is_empty());
+}

@@ -27,7 +27,12 @@ mod testnet;
 ///          membrane expose --data-dir ./alice findings.x 'what I found' --tier public
 ///          membrane search --data-dir ./alice 'what did others find'
 #[derive(Debug, Parser)]
-#[command(name = "membrane", version, propagate_version = true)]
+#[command(
+    name = "membrane",
+    version,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -36,16 +36,15 @@ fn task_at(node: &NodeProcess, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-#[test]
-fn swarms_tasks_and_verification_across_five_nodes() {
-    let root = tempfile::tempdir().unwrap();
-    let first = NodeProcess::start(&root.path().join("orchestrator"), &["--space", "brief"]);
+/// Five nodes in one space, connected, each agent registered.
+fn five_nodes(root: &std::path::Path) -> Vec<NodeProcess> {
+    let first = NodeProcess::start(&root.join("orchestrator"), &["--space", "brief"]);
     first.wait_ready();
     let boot = first.boot_addr();
     let mut nodes = vec![first];
     for (name, _) in &AGENTS[1..] {
         nodes.push(NodeProcess::start(
-            &root.path().join(name),
+            &root.join(name),
             &["--space", "brief", "--bootstrap", &boot],
         ));
     }
@@ -59,6 +58,13 @@ fn swarms_tasks_and_verification_across_five_nodes() {
     for (node, (name, cap)) in nodes.iter().zip(AGENTS) {
         node.cli_json(&["register", name, "--capabilities", cap]);
     }
+    nodes
+}
+
+#[test]
+fn swarms_tasks_and_verification_across_five_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = five_nodes(root.path());
     let [orchestrator, researcher, _writer, reviewer, editor] = &nodes[..] else {
         unreachable!()
     };
@@ -221,4 +227,106 @@ fn swarms_tasks_and_verification_across_five_nodes() {
     let twice = editor.cli_json(&["verify", &id, "--note", "checked the table"]);
     assert_eq!(twice["verified"], true, "{twice}");
     assert_eq!(twice["verifiers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn discover_help_offers_and_threads_across_five_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = five_nodes(root.path());
+    let [orchestrator, researcher, writer, reviewer, editor] = &nodes[..] else {
+        unreachable!()
+    };
+    // Every card has reached the orchestrator.
+    eventually(orchestrator, "five cards", || {
+        orchestrator.cli_json(&["query", "coord.agents.*"])["hits"]
+            .as_array()
+            .is_some_and(|h| h.len() == 5)
+    });
+    // discover: the two reviewers first; the writer's card shares a word ("drafts") and
+    // comes after; the researcher's shares none.
+    let found = orchestrator.cli_json(&["discover", "review the draft for accuracy"]);
+    let agents = found["agents"].as_array().unwrap();
+    let mut top: Vec<&str> = agents[..2]
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["editor", "reviewer"], "{found}");
+    assert_eq!(agents.len(), 3, "{found}");
+    assert_eq!(agents[2]["name"], "writer");
+    assert!(agents[2]["score"].as_f64() < agents[1]["score"].as_f64());
+
+    // help: the capable agents' nodes offer on their own, within the deadline; the writer
+    // declines by hand.
+    let help = orchestrator.cli_json(&[
+        "help",
+        "review the draft brief for accuracy",
+        "--within-ms",
+        "60000",
+    ]);
+    let id = help["help"].as_str().unwrap().to_owned();
+    eventually(writer, "the help request at the writer", || {
+        writer.cli_json(&["query", &format!("coord.help.{id}")])["hits"]
+            .as_array()
+            .is_some_and(|h| h.len() == 1)
+    });
+    writer.cli_json(&["offer", &id, "--decline", "--note", "not my field"]);
+    eventually(orchestrator, "two offers and a decline", || {
+        let offers = orchestrator.cli_json(&["offers", &id]);
+        offers["offers"].as_array().is_some_and(|o| o.len() == 2)
+            && offers["declined"].as_array().is_some_and(|d| d.len() == 1)
+    });
+    let offers = orchestrator.cli_json(&["offers", &id]);
+    let offerers: std::collections::BTreeSet<String> = offers["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            assert_eq!(o["capability"], "reviewing");
+            assert_eq!(o["by"], "node");
+            assert_eq!(o["in_time"], true);
+            assert!(o["confidence"].as_f64().unwrap() > 0.0);
+            o["agent"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        [reviewer.peer_id(), editor.peer_id()].into_iter().collect();
+    assert_eq!(offerers, expected);
+    assert!(!offerers.contains(&researcher.peer_id()));
+
+    // propose → build-on → build-on: the thread reads as a tree on another node.
+    let root_id = writer.cli_json(&[
+        "propose",
+        "Structure of the brief",
+        "Intro, findings, advice",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(editor, "the proposal at the editor", || {
+        editor.cli(&["thread", &root_id]).status.success()
+    });
+    let reply = editor.cli_json(&["build-on", &root_id, "Add a section on costs"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(researcher, "the reply at the researcher", || {
+        researcher.cli(&["thread", &reply]).status.success()
+    });
+    researcher.cli_json(&["build-on", &reply, "Costs: see findings.costs"]);
+    eventually(orchestrator, "the whole thread", || {
+        orchestrator.cli_json(&["thread", &root_id])["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 3)
+    });
+    let thread = orchestrator.cli_json(&["thread", &root_id]);
+    let depths: Vec<u64> = thread["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["depth"].as_u64().unwrap())
+        .collect();
+    assert_eq!(depths, [0, 1, 2]);
+    let text = orchestrator.cli_ok(&["thread", &root_id]);
+    assert!(text.contains("    ["), "{text}");
 }

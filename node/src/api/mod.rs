@@ -7,6 +7,7 @@ pub mod client;
 pub mod coordination;
 pub mod error;
 pub mod http;
+pub mod mesh;
 pub(crate) mod metrics;
 pub mod openapi;
 pub mod state;
@@ -26,7 +27,16 @@ pub async fn serve(
     ctx: Arc<Ctx>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(ctx))
+    use axum::serve::ListenerExt;
+    // The node answers help requests for its agent while the API runs.
+    let offers = tokio::spawn(mesh::auto_offer(ctx.clone()));
+    // Small writes (event-stream lines) go out at once, not after a delayed ACK.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    let served = axum::serve(listener, http::router(ctx))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    offers.abort();
+    served
 }

@@ -174,6 +174,13 @@ static VERBS: LazyLock<Vec<VerbSpec>> = LazyLock::new(|| {
         spec::<super::coordination::Tasks>(),
         spec::<super::coordination::Verify>(),
         spec::<super::coordination::Dispute>(),
+        spec::<super::mesh::Discover>(),
+        spec::<super::mesh::Help>(),
+        spec::<super::mesh::Offer>(),
+        spec::<super::mesh::Offers>(),
+        spec::<super::mesh::Propose>(),
+        spec::<super::mesh::BuildOn>(),
+        spec::<super::mesh::Thread>(),
     ]
 });
 
