@@ -44,6 +44,9 @@ pub struct QueryAnswer {
     pub hidden: usize,
     /// Matching entries the reader was refused, with reasons.
     pub denied: Vec<Denial>,
+    /// Tokens each hit costs as rendered for the agent ([`render_hit`]), in `hits` order:
+    /// counted once when the entry was indexed.
+    pub hit_tokens: Vec<u32>,
 }
 
 /// One search hit.
@@ -107,6 +110,7 @@ impl<S: Storage> Medium<S> {
             hits: Vec::new(),
             hidden: 0,
             denied: Vec::new(),
+            hit_tokens: Vec::new(),
         };
         for (key, owner, newest) in state
             .index
@@ -122,6 +126,10 @@ impl<S: Storage> Medium<S> {
                     }
                     let decision = decide(reader, EntryMeta::from(entry), &trust);
                     if decision.is_visible() {
+                        let tokens = state.index.tokens(id).unwrap_or_else(|| {
+                            u32::try_from(self.tokens.count(&render_hit(entry))).unwrap_or(u32::MAX)
+                        });
+                        answer.hit_tokens.push(tokens);
                         answer.hits.push(entry.clone());
                         continue;
                     }
