@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use membrane_crdt::{Draft, Event, Exposed, QueryAnswer, SearchAnswer, Storage};
+use membrane_immune::{AuditRecord, Override};
 use membrane_protocol::cost::TokenCounter;
 use membrane_protocol::permeability::Reader;
 use membrane_protocol::signals::{Capability, ThreatSignal};
 use membrane_protocol::{EnvelopeId, Key, Keypair, Pattern, PublicKey, Score, Space};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::immune::{AuditPage, ImmuneReport};
 use crate::network::TransportKind;
 
 /// Commands waiting for the event loop, at most.
@@ -110,6 +112,9 @@ pub enum NodeEvent {
         /// The report.
         signal: ThreatSignal,
     },
+    /// The immune layer appended a record to the audit log (a threat detected or received,
+    /// a quarantine, a ban, an operator's override, a pause …).
+    Audit(AuditRecord),
 }
 
 /// What the node says about itself.
@@ -190,6 +195,12 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// The operator paused every crossing in and out of this node.
+    #[error(
+        "this node is paused by its operator: nothing crosses in or out (queries, search, \
+         writes, sync) until it is resumed (membrane resume)"
+    )]
+    Paused,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -215,6 +226,29 @@ pub(crate) enum Command {
     EventsSince(u64, usize, Reply<Vec<Event>>),
     Coordination(Space, Reply<membrane_crdt::coord::Snapshot>),
     Verification(Space, EnvelopeId, usize, Reply<VerificationView>),
+    Immune(usize, Reply<ImmuneReport>),
+    Govern(Override, Reply<Vec<AuditRecord>>),
+    Pause(bool, Option<String>, Reply<Vec<AuditRecord>>),
+    Audit(u64, usize, Reply<AuditPage>),
+    PublishThreat(ThreatSignal, Reply<()>),
+}
+
+impl Command {
+    /// Answers a command that crosses the membrane with `e` (a pause). Any other command
+    /// is dropped, which its caller sees as [`NodeError::Stopped`].
+    pub(crate) fn refuse(self, e: NodeError) {
+        match self {
+            Command::Expose(.., r) => drop(r.send(Err(e))),
+            Command::Retract(.., r) | Command::Trust(.., r) | Command::Broadcast(.., r) => {
+                drop(r.send(Err(e)));
+            }
+            Command::Query(.., r) => drop(r.send(Err(e))),
+            Command::Search(.., r) => drop(r.send(Err(e))),
+            Command::Coordination(.., r) => drop(r.send(Err(e))),
+            Command::Verification(.., r) => drop(r.send(Err(e))),
+            other => drop(other),
+        }
+    }
 }
 
 /// An entry's verdicts as this node's agent sees them, with the entry's owner.
@@ -427,6 +461,43 @@ impl NodeHandle {
     ) -> Result<VerificationView, NodeError> {
         self.call(|r| Command::Verification(space.clone(), id, k, r))
             .await
+    }
+
+    /// The immune layer's view: each peer's standing (reputation, quarantine, ban) and the
+    /// newest `limit` threats detected or received.
+    pub async fn immune_report(&self, limit: usize) -> Result<ImmuneReport, NodeError> {
+        self.call(|r| Command::Immune(limit, r)).await
+    }
+
+    /// An operator's override (quarantine, release, ban, unban, exonerate), carried out at
+    /// once; answers with the audit records it wrote.
+    pub async fn govern(&self, decision: Override) -> Result<Vec<AuditRecord>, NodeError> {
+        self.call(|r| Command::Govern(decision, r)).await
+    }
+
+    /// Stops every crossing in or out: the agent's queries, search and writes are refused
+    /// with [`NodeError::Paused`], and sync stops, until [`NodeHandle::resume`]. Survives a
+    /// restart. Answers with the audit record written (none if already paused).
+    pub async fn pause(&self, reason: Option<String>) -> Result<Vec<AuditRecord>, NodeError> {
+        self.call(|r| Command::Pause(true, reason, r)).await
+    }
+
+    /// Lifts a pause and resyncs with every connected peer.
+    pub async fn resume(&self, reason: Option<String>) -> Result<Vec<AuditRecord>, NodeError> {
+        self.call(|r| Command::Pause(false, reason, r)).await
+    }
+
+    /// Up to `limit` audit records from index `since` on, verified on read.
+    pub async fn audit(&self, since: u64, limit: usize) -> Result<AuditPage, NodeError> {
+        self.call(|r| Command::Audit(since, limit, r)).await
+    }
+
+    /// Seals and publishes an arbitrary threat signal as this node, with no check at all:
+    /// for adversarial tests and simulations (a false accuser). While no peer listens it is
+    /// kept and retried, like the node's own signals.
+    #[doc(hidden)]
+    pub async fn publish_threat(&self, signal: ThreatSignal) -> Result<(), NodeError> {
+        self.call(|r| Command::PublishThreat(signal, r)).await
     }
 
     /// Asks the node to stop; the event loop flushes and returns.

@@ -1,6 +1,7 @@
 //! The node's on-disk store: [`SledStorage`], a [`Storage`] over [sled] 0.34.
 //!
-//! Everything lives in sled's default tree, so a [`Batch`] maps onto exactly one
+//! Everything the medium stores lives in sled's default tree (the immune layer keeps a tree
+//! of its own, see [`crate::immune`]), so a [`Batch`] maps onto exactly one
 //! [`sled::Batch`], which sled applies atomically ([`sled::Tree::apply_batch`]: after a crash
 //! recovery sees all of it or none of it). [`Storage::write`] then calls
 //! [`sled::Tree::flush`], which writes out sled's IO buffers and syncs its log to disk, and
@@ -133,6 +134,12 @@ impl SledStorage {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The sled database, for trees of its own beside the medium's (the immune layer's,
+    /// [`crate::immune::ImmuneStore::open`]).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     fn read_error(&self, source: sled::Error) -> StorageError {

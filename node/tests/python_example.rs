@@ -154,6 +154,9 @@ fn the_agent_registers_exposes_searches_queries_and_sees_its_events() {
             "py-agent",
             "--capability",
             "summarize=Summarizes notes",
+            // Follow only its notes (register also writes the agent's capability card).
+            "--pattern",
+            "notes.**",
             "--expose",
             "notes.sea_level=the sea rises 3.7 mm per year",
             "--expose",

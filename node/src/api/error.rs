@@ -88,6 +88,9 @@ impl From<NodeError> for ApiError {
                 "unavailable",
                 "the node is shutting down",
             ),
+            NodeError::Paused => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "paused", e.to_string())
+            }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }

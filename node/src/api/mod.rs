@@ -6,6 +6,7 @@
 pub mod client;
 pub mod coordination;
 pub mod error;
+pub mod governance;
 pub mod http;
 pub mod mesh;
 pub(crate) mod metrics;

@@ -24,7 +24,8 @@ fn error_responses(generator: &mut schemars::SchemaGenerator) -> Value {
         "404": body("An unknown space, entry, subscription or endpoint"),
         "413": body(&format!("The body is over {MAX_BODY_BYTES} bytes")),
         "429": body("The agent's halt token budget is spent; `budget` holds its state"),
-        "503": body("The node is shutting down"),
+        "409": body("Refused by a coordination rule (a capability the card lacks, not the creator or winner)"),
+        "503": body("The node is shutting down, or its operator paused it (code paused)"),
     })
 }
 

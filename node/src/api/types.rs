@@ -675,7 +675,8 @@ impl From<&Event> for EventView {
 pub struct ErrorBody {
     /// A stable code: unauthorized, invalid_json, invalid_request, bad_key, bad_pattern,
     /// bad_space, bad_peer, bad_id, out_of_range, unknown_space, not_found, unknown_verb,
-    /// unknown_subscription, body_too_large, budget_exhausted, unavailable, internal.
+    /// unknown_subscription, method_not_allowed, refused, body_too_large,
+    /// budget_exhausted, paused, unavailable, internal.
     pub error: String,
     /// What was wrong and what was expected.
     pub message: String,

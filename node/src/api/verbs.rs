@@ -9,7 +9,6 @@ use std::sync::LazyLock;
 
 use futures::future::BoxFuture;
 use membrane_crdt::Draft;
-use membrane_crdt::medium::render_hit;
 use membrane_protocol::signals::Capability;
 use membrane_protocol::{EnvelopeId, Key, Pattern, PublicKey, Score, Space, Tag, Tier};
 use schemars::JsonSchema;
@@ -181,6 +180,15 @@ static VERBS: LazyLock<Vec<VerbSpec>> = LazyLock::new(|| {
         spec::<super::mesh::Propose>(),
         spec::<super::mesh::BuildOn>(),
         spec::<super::mesh::Thread>(),
+        spec::<super::governance::Threats>(),
+        spec::<super::governance::Quarantine>(),
+        spec::<super::governance::Release>(),
+        spec::<super::governance::Ban>(),
+        spec::<super::governance::Unban>(),
+        spec::<super::governance::Exonerate>(),
+        spec::<super::governance::Pause>(),
+        spec::<super::governance::Resume>(),
+        spec::<super::governance::Audit>(),
     ]
 });
 
@@ -423,11 +431,7 @@ impl Verb for Query {
             .node
             .query(&space, &pattern, req.include_expired)
             .await?;
-        let tokens: u64 = answer
-            .hits
-            .iter()
-            .map(|e| ctx.tokens.count(&render_hit(e)) as u64)
-            .sum();
+        let tokens: u64 = answer.hit_tokens.iter().map(|t| u64::from(*t)).sum();
         ctx.check_budget(tokens)?;
         let names = if answer.denied.is_empty() {
             Default::default()

@@ -1,6 +1,8 @@
 //! One composed `NetworkBehaviour`, in the order that matters: connection and memory limits
 //! first (they refuse before anything else spends on a connection), then the gate that
-//! refuses banned peers, then identify, ping, Kademlia, gossipsub and the sync protocol.
+//! refuses banned peers (fed by the immune layer's bans, `crate::immune`), then identify,
+//! ping, Kademlia, gossipsub (scored, with the immune layer's application score) and the
+//! sync protocol.
 //! A light node (simulations) leaves out everything but the limits, the gate, ping,
 //! gossipsub and sync: it talks only to the peers it dials or that dial it.
 
@@ -43,6 +45,9 @@ pub(crate) const GOSSIP_THRESHOLD: f64 = -10.0;
 pub(crate) const PUBLISH_THRESHOLD: f64 = -50.0;
 /// See [`GOSSIP_THRESHOLD`].
 pub(crate) const GRAYLIST_THRESHOLD: f64 = -80.0;
+/// Weight of the immune layer's application score (`membrane_immune::reputation::app_score`,
+/// fed with `set_application_score`) in a peer's gossipsub score.
+pub(crate) const APP_SPECIFIC_WEIGHT: f64 = 1.0;
 
 mod sha2_hash {
     /// A gossip message id that depends only on content, so duplicates relayed by
@@ -130,7 +135,13 @@ impl Behaviour {
         .map_err(|e| BuildError::Gossipsub(e.to_owned()))?;
         gossipsub
             .with_peer_score(
-                gossipsub::PeerScoreParams::default(),
+                gossipsub::PeerScoreParams {
+                    // The immune layer's application score is a reputation in [-100, 25],
+                    // scaled for a weight of 1: its disconnect threshold (-50) meets our
+                    // publish threshold, and a ban (-90 or less) falls below the graylist.
+                    app_specific_weight: APP_SPECIFIC_WEIGHT,
+                    ..gossipsub::PeerScoreParams::default()
+                },
                 gossipsub::PeerScoreThresholds {
                     gossip_threshold: GOSSIP_THRESHOLD,
                     publish_threshold: PUBLISH_THRESHOLD,

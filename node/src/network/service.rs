@@ -20,9 +20,13 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use membrane_crdt::EventKind;
 use membrane_crdt::medium::SyncError;
 use membrane_crdt::{DocId, Medium, RejectReason, Storage, SyncReport};
+use membrane_immune::{
+    Action, Channel as Traffic, ContentHash, Detection, Fault, Observation, content_hash,
+};
 use membrane_protocol::cost::TokenCounter;
+use membrane_protocol::envelope::EnvelopeError;
 use membrane_protocol::signals::{
-    Broadcast, CapabilityAd, Heads, Intent, Severity, ThreatKind, ThreatSignal,
+    Broadcast, CapabilityAd, Heads, Intent, MAX_EVIDENCE_BYTES, ThreatKind, ThreatSignal,
 };
 use membrane_protocol::{Envelope, EnvelopeId, Keypair, PublicKey, Space};
 use serde_bytes::ByteBuf;
@@ -33,12 +37,19 @@ use tracing::{debug, info, trace, warn};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::codec::{MAX_SYNC_MESSAGE_BYTES, Refusal, SyncMessage};
 use super::topics::{self, Channel};
+use crate::immune::{self, Defences, Outcome};
 use crate::node::{Command, NodeError, NodeEvent, NodeOptions, PeerInfo, Status, own_reader};
 
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
 /// Peers discovered through the DHT are dialled while fewer than this many are connected.
 const MAX_DIAL_MESH: usize = 32;
+/// Threat signals kept for a retry while no peer listens, at most.
+const MAX_PENDING_THREATS: usize = 64;
+/// How long a threat signal that found no peer is retried.
+const PENDING_THREAT_MS: u64 = 5 * 60_000;
+/// (offender, kind) pairs whose last publication time is remembered, at most.
+const MAX_PUBLISHED: usize = 4096;
 /// How long a capability ad stays valid.
 const AD_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -60,6 +71,56 @@ struct CoordSeen {
 }
 
 type ProviderQuery = (BTreeSet<PublicKey>, crate::node::Reply<Vec<PublicKey>>);
+
+/// Where an observation came from, for the threat signals the immune layer may publish
+/// about it: the space (all joined spaces if none) and the evidence at hand, by hash.
+#[derive(Debug, Default)]
+struct ThreatContext {
+    space: Option<Space>,
+    evidence: BTreeMap<ContentHash, Vec<u8>>,
+}
+
+impl ThreatContext {
+    fn space(space: Space) -> Self {
+        Self {
+            space: Some(space),
+            evidence: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a gossip message was rejected, and the offence it proves of its origin, if any.
+#[derive(Debug)]
+struct GossipRefusal {
+    why: String,
+    fault: Option<Fault>,
+}
+
+impl GossipRefusal {
+    fn new(why: impl Into<String>, fault: Option<Fault>) -> Self {
+        Self {
+            why: why.into(),
+            fault,
+        }
+    }
+}
+
+/// The offence an envelope that does not decode proves of the peer that signed the gossip
+/// message carrying it. Versions, kinds and clocks that differ are not offences.
+fn envelope_fault(e: &EnvelopeError) -> Option<Fault> {
+    match e {
+        EnvelopeError::BadSignature { .. } | EnvelopeError::AuthorMismatch { .. } => {
+            Some(Fault::Forged)
+        }
+        EnvelopeError::Decode(_)
+        | EnvelopeError::BadAuthor(_)
+        | EnvelopeError::BadSignatureLength { .. }
+        | EnvelopeError::PayloadTooLarge { .. }
+        | EnvelopeError::Payload { .. }
+        | EnvelopeError::InvalidPayload { .. } => Some(Fault::Undecodable),
+        _ => None,
+    }
+}
 
 pub(crate) struct Service<S: Storage> {
     swarm: Swarm<Behaviour>,
@@ -86,6 +147,12 @@ pub(crate) struct Service<S: Storage> {
     coordination: BTreeMap<Space, CoordSeen>,
     /// The newest capability ad of each agent, per space.
     ads: BTreeMap<(PublicKey, Space), CapabilityAd>,
+    /// The immune layer: reputation, quarantine, bans, memory cells, audit log.
+    defences: Defences,
+    /// This node's threat signals that found no peer yet: (first try, signal).
+    pending_threats: VecDeque<(u64, ThreatSignal)>,
+    /// When this node last published about (offender, kind), itself or corroborating.
+    published: BTreeMap<(PublicKey, ThreatKind), u64>,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -99,6 +166,8 @@ impl<S: Storage + Send + 'static> Service<S> {
         events: broadcast::Sender<NodeEvent>,
     ) -> anyhow::Result<Self> {
         let keypair = options.keypair.clone();
+        let immune_store = immune::ImmuneStore::for_storage(&storage)?;
+        let defences = Defences::open(&keypair, immune_store, now_ms())?;
         let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
             .map_err(|e| anyhow::anyhow!("opening the medium: {e}"))?;
         for space in &options.spaces {
@@ -135,7 +204,19 @@ impl<S: Storage + Send + 'static> Service<S> {
             coordination: BTreeMap::new(),
             metrics,
             p2p_metrics,
+            defences,
+            pending_threats: VecDeque::new(),
+            published: BTreeMap::new(),
         };
+        // Remembered offenders stay shut out across restarts.
+        for (peer, until_ms) in service.defences.banned(now_ms()) {
+            debug!(%peer, until_ms, "banned (remembered)");
+            service
+                .swarm
+                .behaviour_mut()
+                .gate
+                .block_peer(peer.to_peer_id());
+        }
         let spaces: Vec<Space> = service.medium.spaces().cloned().collect();
         for space in &spaces {
             service.subscribe(space);
@@ -262,10 +343,14 @@ impl<S: Storage + Send + 'static> Service<S> {
                 _ = self.shutdown.recv() => break,
                 Some(command) = self.commands.recv() => self.on_command(command),
                 event = self.swarm.select_next_some() => self.on_swarm(event),
-                _ = tick.tick() => self.anti_entropy(),
+                _ = tick.tick() => {
+                    self.anti_entropy();
+                    self.immune_tick();
+                }
             }
             self.forward_medium_events();
         }
+        self.defences.flush(now_ms());
         info!("node stopped");
     }
 
@@ -294,10 +379,30 @@ impl<S: Storage + Send + 'static> Service<S> {
         self.keypair.public()
     }
 
+    /// Whether a command carries something across the membrane (into the agent's context
+    /// or out of this node), which a pause stops.
+    fn crosses(command: &Command) -> bool {
+        matches!(
+            command,
+            Command::Expose(..)
+                | Command::Retract(..)
+                | Command::Trust(..)
+                | Command::Query(..)
+                | Command::Search(..)
+                | Command::Broadcast(..)
+                | Command::Coordination(..)
+                | Command::Verification(..)
+        )
+    }
+
     fn on_command(&mut self, command: Command) {
         let now = now_ms();
         let reader = own_reader(self.me());
         let err = crate::node::medium_error::<S::Error>;
+        if self.defences.paused() && Self::crosses(&command) {
+            command.refuse(NodeError::Paused);
+            return;
+        }
         match command {
             Command::Expose(space, draft, reply) => {
                 let result = self.medium.expose(&space, draft, now).map_err(err);
@@ -323,18 +428,46 @@ impl<S: Storage + Send + 'static> Service<S> {
                 let _ = reply.send(result);
             }
             Command::Query(space, pattern, expired, reply) => {
-                let _ = reply.send(
-                    self.medium
-                        .query(&reader, &space, &pattern, now, expired)
-                        .map_err(err),
-                );
+                let result = self
+                    .medium
+                    .query(&reader, &space, &pattern, now, expired)
+                    .map_err(err)
+                    .map(|mut answer| {
+                        // Quarantined and banned owners' entries are kept (for audit) but
+                        // never shown: they count as hidden.
+                        let before = answer.hits.len();
+                        answer.hits.retain(|e| !self.defences.hides(e.owner(), now));
+                        answer.hidden += before - answer.hits.len();
+                        answer
+                    });
+                let _ = reply.send(result);
             }
             Command::Search(space, text, max_tokens, reply) => {
-                let _ = reply.send(
-                    self.medium
-                        .search(&reader, &space, &text, max_tokens, now)
-                        .map_err(err),
-                );
+                let result = self
+                    .medium
+                    .search(&reader, &space, &text, max_tokens, now)
+                    .map_err(err)
+                    .map(|mut answer| {
+                        answer
+                            .hits
+                            .retain(|h| !self.defences.hides(h.entry.owner(), now));
+                        answer.total_tokens = answer.hits.iter().map(|h| u64::from(h.tokens)).sum();
+                        answer
+                    });
+                if let Ok(answer) = &result {
+                    let charges: Vec<(PublicKey, u64)> = answer
+                        .hits
+                        .iter()
+                        .map(|h| (*h.entry.owner(), u64::from(h.tokens)))
+                        .collect();
+                    for (peer, tokens) in charges {
+                        self.observe(
+                            Observation::BudgetCharged { peer, tokens },
+                            &ThreatContext::space(space.clone()),
+                        );
+                    }
+                }
+                let _ = reply.send(result);
             }
             Command::Join(space, reply) => {
                 let result = self.medium.join(space.clone()).map_err(err);
@@ -433,6 +566,44 @@ impl<S: Storage + Send + 'static> Service<S> {
                     None => Err(NodeError::UnknownSpace(space)),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Immune(limit, reply) => {
+                let connected = self
+                    .connected
+                    .iter()
+                    .filter_map(|p| PublicKey::from_peer_id(p).ok())
+                    .collect();
+                let _ = reply.send(Ok(self.defences.report(&connected, limit, now)));
+            }
+            Command::Govern(decision, reply) => {
+                let _ = reply.send(self.govern(decision, now));
+            }
+            Command::Pause(paused, reason, reply) => {
+                let outcome = self.defences.set_paused(paused, reason, now);
+                let records = outcome.records.clone();
+                self.carry_out(outcome, &ThreatContext::default());
+                if paused {
+                    // Sessions in flight end here; nothing more goes out or comes in.
+                    for peer in self.connected.clone() {
+                        self.drop_peer_sessions(peer);
+                    }
+                    warn!("paused by the operator: no crossing in or out until resumed");
+                } else if !records.is_empty() {
+                    info!("resumed by the operator");
+                    let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+                    for peer in self.connected.clone() {
+                        for space in &spaces {
+                            self.sync_all_docs(peer, space);
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(records));
+            }
+            Command::Audit(since, limit, reply) => {
+                let _ = reply.send(Ok(self.defences.audit_page(since, limit)));
+            }
+            Command::PublishThreat(signal, reply) => {
+                let _ = reply.send(self.publish_raw_threat(&signal));
             }
             Command::FindProviders(capability, reply) => {
                 match self.swarm.behaviour_mut().kad.as_mut() {
@@ -619,12 +790,13 @@ impl<S: Storage + Send + 'static> Service<S> {
         }
     }
 
+    /// Seals and publishes `payload` on `space`'s `channel`; whether it went out.
     fn publish<P: membrane_protocol::Payload>(
         &mut self,
         space: &Space,
         channel: Channel,
         payload: &P,
-    ) {
+    ) -> bool {
         match Envelope::seal(&self.keypair, now_ms(), payload) {
             Ok(env) => {
                 let result = self
@@ -633,11 +805,48 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .gossipsub
                     .publish(channel.topic(space), env.to_bytes());
                 match result {
-                    Ok(_) => self.count_out(channel),
-                    Err(e) => trace!(%space, ?channel, error = %e, "publish"),
+                    Ok(_) => {
+                        self.count_out(channel);
+                        true
+                    }
+                    Err(e) => {
+                        trace!(%space, ?channel, error = %e, "publish");
+                        false
+                    }
                 }
             }
-            Err(e) => warn!(error = %e, "cannot seal gossip"),
+            Err(e) => {
+                warn!(error = %e, "cannot seal gossip");
+                false
+            }
+        }
+    }
+
+    /// Publishes one of this node's threat signals; one that finds no peer to go to (the
+    /// mesh is still forming) is kept and retried when a peer subscribes and on every
+    /// tick, for a while.
+    fn publish_signal(&mut self, signal: ThreatSignal) {
+        let space = signal.space.clone();
+        if !self.publish(&space, Channel::Threats, &signal) {
+            if self.pending_threats.len() >= MAX_PENDING_THREATS {
+                self.pending_threats.pop_front();
+            }
+            self.pending_threats.push_back((now_ms(), signal));
+        }
+    }
+
+    /// Retries the threat signals that found no peer.
+    fn retry_signals(&mut self) {
+        let now = now_ms();
+        let pending = std::mem::take(&mut self.pending_threats);
+        for (at, signal) in pending {
+            if now.saturating_sub(at) > PENDING_THREAT_MS {
+                continue;
+            }
+            let space = signal.space.clone();
+            if !self.publish(&space, Channel::Threats, &signal) {
+                self.pending_threats.push_back((at, signal));
+            }
         }
     }
 
@@ -657,13 +866,20 @@ impl<S: Storage + Send + 'static> Service<S> {
         }
     }
 
+    /// Whether the immune layer lets us meet `peer` (not banned, not disconnected).
+    fn may_meet(&self, peer: &PeerId) -> bool {
+        PublicKey::from_peer_id(peer).is_ok_and(|k| self.defences.admits(&k, now_ms()))
+    }
+
     fn anti_entropy(&mut self) {
         for addr in self.options.bootstrap.clone() {
-            let connected = match addr.iter().last() {
-                Some(libp2p::multiaddr::Protocol::P2p(peer)) => self.connected.contains(&peer),
+            let skip = match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
+                    self.connected.contains(&peer) || !self.may_meet(&peer)
+                }
                 _ => false,
             };
-            if !connected {
+            if !skip {
                 self.dial(addr);
             }
         }
@@ -688,12 +904,15 @@ impl<S: Storage + Send + 'static> Service<S> {
     /// Sends the next sync message for (`peer`, `doc`) unless one is in flight. With
     /// `pull`, sends even when this side has nothing, to fetch what the peer has queued.
     fn start_sync(&mut self, peer: PeerId, doc: DocId, pull: bool) {
-        if self.in_flight.contains(&(peer, doc.clone())) {
+        if self.defences.paused() || self.in_flight.contains(&(peer, doc.clone())) {
             return;
         }
         let Ok(key) = PublicKey::from_peer_id(&peer) else {
             return;
         };
+        if !self.defences.accepts_from(&key, now_ms()) {
+            return;
+        }
         let frames = self.medium.sync_generate(&key, &doc);
         let outbox = self.outbox.entry((peer, doc.clone())).or_default();
         outbox.extend(frames);
@@ -714,17 +933,55 @@ impl<S: Storage + Send + 'static> Service<S> {
         let Ok(key) = PublicKey::from_peer_id(&peer) else {
             return Some(Refusal::Rejected);
         };
+        if self.defences.paused() {
+            return Some(Refusal::NotYet);
+        }
+        if !self.defences.accepts_from(&key, now_ms()) {
+            // Quarantined or banned: nothing it sends is applied.
+            self.drop_peer_sessions(peer);
+            return Some(Refusal::Rejected);
+        }
         for frame in frames {
+            let content = content_hash(frame);
+            if self.defences.is_replayed(&content, now_ms()) {
+                // Refused before: refuse it unprocessed (the engine marks the replay).
+                self.metrics.changes_rejected.inc();
+                self.observe(
+                    Observation::Received {
+                        peer: key,
+                        channel: Traffic::Entries,
+                        content,
+                    },
+                    &ThreatContext::space(doc.space.clone()),
+                );
+                self.drop_peer_sessions(peer);
+                return Some(Refusal::Rejected);
+            }
             match self.medium.sync_receive(&key, frame) {
                 Ok(report) if report.rejected.is_empty() => {
                     self.metrics.changes_applied.inc_by(report.applied as u64);
+                    if report.records > 0 {
+                        let context = ThreatContext::space(doc.space.clone());
+                        self.observe(
+                            Observation::Received {
+                                peer: key,
+                                channel: Traffic::Entries,
+                                content,
+                            },
+                            &context,
+                        );
+                        self.observe(Observation::Contributed { peer: key }, &context);
+                        if !self.defences.accepts_from(&key, now_ms()) {
+                            return Some(Refusal::Rejected);
+                        }
+                    }
                 }
                 Ok(report) => {
                     self.metrics.changes_applied.inc_by(report.applied as u64);
                     self.metrics
                         .changes_rejected
                         .inc_by(report.rejected.len() as u64);
-                    self.report_threat(key, &report, frame);
+                    self.on_rejected(key, &report, frame, content);
                     self.drop_peer_sessions(peer);
                     return Some(Refusal::Rejected);
                 }
@@ -742,7 +999,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                             reason,
                         }],
                     };
-                    self.report_threat(key, &report, frame);
+                    self.on_rejected(key, &report, frame, content);
                     self.drop_peer_sessions(peer);
                     return Some(Refusal::Rejected);
                 }
@@ -764,45 +1021,283 @@ impl<S: Storage + Send + 'static> Service<S> {
         self.in_flight.retain(|(p, _)| *p != peer);
     }
 
-    fn report_threat(&mut self, offender: PublicKey, report: &SyncReport, evidence: &[u8]) {
+    /// Tells the immune layer what the medium refused from `peer` in `frame` (whose hash
+    /// is `frame_hash`): each rejected change with a minimal frame of its own as evidence.
+    fn on_rejected(
+        &mut self,
+        peer: PublicKey,
+        report: &SyncReport,
+        frame: &[u8],
+        frame_hash: ContentHash,
+    ) {
         let Some(first) = report.rejected.first() else {
             return;
         };
-        let (kind, severity) = match &first.reason {
-            RejectReason::Forged(_) | RejectReason::Unsigned => {
-                (ThreatKind::Forgery, Severity::Fatal)
-            }
-            RejectReason::Trespass(_) => (ThreatKind::Trespass, Severity::High),
-            RejectReason::Equivocation { .. } => (ThreatKind::Equivocation, Severity::High),
-            RejectReason::Oversize { .. }
-            | RejectReason::Undecodable(_)
-            | RejectReason::Panicked => (ThreatKind::Malformed, Severity::Mid),
-            _ => (ThreatKind::Malformed, Severity::Low),
-        };
-        warn!(peer = %offender, reason = %first.reason, "peer sent bad sync data");
-        let signal = ThreatSignal {
-            space: report.doc.space.clone(),
-            offender,
-            kind,
-            severity,
-            evidence_hash: sha2::Sha256::digest(evidence).into(),
-            evidence: (evidence.len() <= membrane_protocol::signals::MAX_EVIDENCE_BYTES)
-                .then(|| ByteBuf::from(evidence.to_vec())),
-        };
+        warn!(%peer, reason = %first.reason, rejected = report.rejected.len(), "peer sent bad sync data");
         let space = report.doc.space.clone();
+        let mut context = ThreatContext::space(space.clone());
+        if frame.len() <= MAX_EVIDENCE_BYTES {
+            context.evidence.insert(frame_hash, frame.to_vec());
+        }
+        let decoded = report
+            .rejected
+            .iter()
+            .any(|r| r.change.is_some())
+            .then(|| immune::decode_frame(frame))
+            .flatten();
+        let mut observations = Vec::new();
+        for rejection in &report.rejected {
+            let carried = decoded
+                .as_ref()
+                .zip(rejection.change)
+                .and_then(|(d, hash)| immune::find_change(d, &hash.0));
+            let evidence = decoded
+                .as_ref()
+                .zip(carried)
+                .and_then(|(d, c)| immune::minimal_evidence(d, c));
+            let content = match evidence {
+                Some(bytes) => {
+                    let hash = content_hash(&bytes);
+                    context.evidence.insert(hash, bytes);
+                    hash
+                }
+                None => frame_hash,
+            };
+            match &rejection.reason {
+                RejectReason::Equivocation { owner, seq } => {
+                    let first = self
+                        .medium
+                        .index(&space)
+                        .and_then(|i| i.seq_owner(owner, *seq))
+                        .map_or([0; 32], |id| id.0);
+                    observations.push(Observation::Equivocation {
+                        owner: *owner,
+                        seq: *seq,
+                        first,
+                        second: content,
+                    });
+                }
+                reason => {
+                    let Some(fault) = immune::fault_of(reason) else {
+                        continue;
+                    };
+                    // A change refused only for where it was placed (its signature does not
+                    // cover the document) is the doing of whoever placed it.
+                    let author = match (fault, carried) {
+                        (Fault::Trespass, Some(c)) => {
+                            immune::authored_fault(&self.medium, &space, c).map(|(a, _)| a)
+                        }
+                        (Fault::Trespass, None) => None,
+                        _ => rejection.actor,
+                    };
+                    observations.push(Observation::Rejected {
+                        peer,
+                        author,
+                        content,
+                        fault,
+                    });
+                }
+            }
+        }
+        for observation in observations {
+            self.observe(observation, &context);
+        }
+    }
+
+    /// Feeds one observation to the immune layer and carries out what it decides.
+    fn observe(&mut self, observation: Observation, context: &ThreatContext) {
+        let outcome = self.defences.observe(observation, now_ms());
+        self.carry_out(outcome, context);
+    }
+
+    /// Carries out the immune layer's decisions (the audit records are already written).
+    fn carry_out(&mut self, outcome: Outcome, context: &ThreatContext) {
+        for record in outcome.records {
+            let _ = self.events.send(NodeEvent::Audit(record));
+        }
+        for action in outcome.actions {
+            match action {
+                Action::LowerScore {
+                    peer,
+                    severity,
+                    reputation,
+                    app_score,
+                } => {
+                    debug!(%peer, ?severity, reputation, "reputation lowered");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer.to_peer_id(), app_score);
+                }
+                Action::Quarantine { peer, until_ms } => {
+                    warn!(%peer, ?until_ms, "peer quarantined: its data is neither applied nor shown");
+                }
+                Action::Release(peer) => {
+                    info!(%peer, "peer released from quarantine");
+                    let peer_id = peer.to_peer_id();
+                    if self.connected.contains(&peer_id) {
+                        let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
+                        for space in &spaces {
+                            self.sync_all_docs(peer_id, space);
+                        }
+                    }
+                }
+                Action::DropSessions(peer) => self.drop_peer_sessions(peer.to_peer_id()),
+                Action::Disconnect(peer) => {
+                    info!(%peer, "disconnecting a refused peer");
+                    let _ = self.swarm.disconnect_peer_id(peer.to_peer_id());
+                }
+                Action::Ban { peer, until_ms } => {
+                    warn!(%peer, until_ms, "peer banned");
+                    self.swarm
+                        .behaviour_mut()
+                        .gate
+                        .block_peer(peer.to_peer_id());
+                }
+                Action::Unban(peer) => {
+                    info!(%peer, "peer unbanned");
+                    self.swarm
+                        .behaviour_mut()
+                        .gate
+                        .unblock_peer(peer.to_peer_id());
+                }
+                Action::PublishThreat(detection) => self.publish_threat(&detection, context),
+                Action::Breaker { key, transition } => {
+                    info!(?key, ?transition, "delegation breaker");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Seals and publishes one of our detections in its space (every joined space when it
+    /// has none), with its evidence when small enough to carry.
+    fn publish_threat(&mut self, detection: &Detection, context: &ThreatContext) {
+        let spaces: Vec<Space> = match &context.space {
+            Some(space) => vec![space.clone()],
+            None => self.medium.spaces().cloned().collect(),
+        };
+        for space in spaces {
+            let mut signal = detection.to_signal(space.clone());
+            signal.evidence = detection
+                .evidence_hash
+                .and_then(|h| context.evidence.get(&h))
+                .filter(|bytes| bytes.len() <= MAX_EVIDENCE_BYTES)
+                .map(|bytes| ByteBuf::from(bytes.clone()));
+            self.metrics.threats.inc();
+            self.published
+                .insert((signal.offender, signal.kind), now_ms());
+            self.publish_signal(signal.clone());
+            self.note(EventKind::Threat {
+                space: space.clone(),
+                reporter: self.me(),
+                offender: signal.offender,
+                offence: signal.kind,
+                severity: signal.severity,
+            });
+            let _ = self.events.send(NodeEvent::Threat {
+                reporter: self.me(),
+                signal,
+            });
+        }
+    }
+
+    /// Publishes, as this node's own, a report whose evidence it verified: the offence is
+    /// proven, so saying so again reaches the peers the first report missed (at most once
+    /// per offender and kind per publish interval, and never above what the evidence
+    /// proves).
+    fn corroborate(&mut self, signal: ThreatSignal) {
+        let now = now_ms();
+        let me = self.me();
+        let interval = self.defences.publish_interval_ms();
+        let slot = (signal.offender, signal.kind);
+        if signal.offender == me
+            || self
+                .published
+                .get(&slot)
+                .is_some_and(|at| now.saturating_sub(*at) < interval)
+        {
+            return;
+        }
+        if self.published.len() >= MAX_PUBLISHED {
+            self.published
+                .retain(|_, at| now.saturating_sub(*at) < interval);
+            if self.published.len() >= MAX_PUBLISHED {
+                return;
+            }
+        }
+        self.published.insert(slot, now);
+        let signal = ThreatSignal {
+            severity: signal
+                .severity
+                .min(membrane_immune::detectors::default_severity(signal.kind)),
+            ..signal
+        };
+        debug!(offender = %signal.offender, kind = ?signal.kind, "corroborating a verified report");
         self.metrics.threats.inc();
-        self.publish(&space, Channel::Threats, &signal);
         self.note(EventKind::Threat {
-            space: space.clone(),
-            reporter: self.me(),
-            offender,
-            offence: kind,
-            severity,
+            space: signal.space.clone(),
+            reporter: me,
+            offender: signal.offender,
+            offence: signal.kind,
+            severity: signal.severity,
         });
         let _ = self.events.send(NodeEvent::Threat {
-            reporter: self.me(),
-            signal,
+            reporter: me,
+            signal: signal.clone(),
         });
+        self.publish_signal(signal);
+    }
+
+    /// Publishes a threat signal as is (adversarial tests), retried like this node's own
+    /// while no peer listens.
+    fn publish_raw_threat(&mut self, signal: &ThreatSignal) -> Result<(), NodeError> {
+        if !self.medium.spaces().any(|s| s == &signal.space) {
+            return Err(NodeError::UnknownSpace(signal.space.clone()));
+        }
+        self.publish_signal(signal.clone());
+        Ok(())
+    }
+
+    /// An operator's override.
+    fn govern(
+        &mut self,
+        decision: membrane_immune::Override,
+        now: u64,
+    ) -> Result<Vec<membrane_immune::AuditRecord>, NodeError> {
+        use membrane_immune::Override;
+        let (Override::Release(peer)
+        | Override::Unban(peer)
+        | Override::Ban(peer)
+        | Override::Quarantine(peer)
+        | Override::Exonerate(peer)) = decision;
+        if peer == self.me() {
+            return Err(NodeError::Invalid(format!(
+                "{peer} is this node itself (expected another peer's id)"
+            )));
+        }
+        let outcome = self.defences.operator(decision, now);
+        let records = outcome.records.clone();
+        self.carry_out(outcome, &ThreatContext::default());
+        Ok(records)
+    }
+
+    /// The immune layer's timer: expire bans and quarantines, refresh gossipsub's
+    /// application scores (they decay between events).
+    fn immune_tick(&mut self) {
+        let now = now_ms();
+        self.retry_signals();
+        let interval = self.defences.publish_interval_ms();
+        self.published
+            .retain(|_, at| now.saturating_sub(*at) < interval);
+        let outcome = self.defences.tick(now);
+        self.carry_out(outcome, &ThreatContext::default());
+        for (peer, score) in self.defences.app_scores(now) {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .set_application_score(&peer.to_peer_id(), score);
+        }
     }
 
     fn on_sync_request(
@@ -879,9 +1374,36 @@ impl<S: Storage + Send + 'static> Service<S> {
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let now = now_ms();
+        let content = immune::gossip_content(&id.0, &message.data);
+        // In strict mode the origin signed the message: what it carries is its doing.
+        let origin = message
+            .source
+            .and_then(|p| PublicKey::from_peer_id(&p).ok());
+        if self.defences.is_replayed(&content, now) {
+            self.metrics.gossip_rejected.inc();
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, MessageAcceptance::Reject);
+            if let Some(origin) = origin {
+                self.observe(
+                    Observation::Received {
+                        peer: origin,
+                        channel: Traffic::Gossip,
+                        content,
+                    },
+                    &ThreatContext::default(),
+                );
+            }
+            return;
+        }
         let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
         let verdict = self.check_gossip(&message, &spaces);
+        // A quarantined or banned origin's messages are neither used nor passed on.
+        let refused = origin.is_some_and(|o| !self.defences.accepts_from(&o, now));
         let acceptance = match &verdict {
+            Ok(_) if refused => MessageAcceptance::Ignore,
             Ok((_, channel, _)) => {
                 self.metrics
                     .gossip_in
@@ -902,14 +1424,41 @@ impl<S: Storage + Send + 'static> Service<S> {
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
         let (space, channel, envelope) = match verdict {
+            Ok(_) if refused => return,
             Ok(v) => v,
-            Err(Some(why)) => {
-                debug!(%source, why, "gossip rejected");
+            Err(Some(refusal)) => {
+                debug!(%source, why = refusal.why, "gossip rejected");
+                if let (Some(origin), Some(fault)) = (origin, refusal.fault) {
+                    let mut context = ThreatContext {
+                        space: topics::lookup(&message.topic, &spaces).map(|(s, _)| s),
+                        evidence: BTreeMap::new(),
+                    };
+                    if message.data.len() <= MAX_EVIDENCE_BYTES {
+                        context.evidence.insert(content, message.data.clone());
+                    }
+                    self.observe(
+                        Observation::Rejected {
+                            peer: origin,
+                            author: None,
+                            content,
+                            fault,
+                        },
+                        &context,
+                    );
+                }
                 return;
             }
             Err(None) => return,
         };
         let author = *envelope.author();
+        self.observe(
+            Observation::Received {
+                peer: author,
+                channel: Traffic::Gossip,
+                content,
+            },
+            &ThreatContext::space(space.clone()),
+        );
         match channel {
             Channel::Heads => {
                 let Ok(heads) = envelope.open::<Heads>() else {
@@ -946,7 +1495,8 @@ impl<S: Storage + Send + 'static> Service<S> {
             }
             Channel::Threats => {
                 if let Ok(signal) = envelope.open::<ThreatSignal>() {
-                    info!(reporter = %author, offender = %signal.offender, kind = ?signal.kind, "threat signal");
+                    let verdict = immune::verify_evidence(&self.medium, &signal);
+                    info!(reporter = %author, offender = %signal.offender, kind = ?signal.kind, ?verdict, "threat signal");
                     self.metrics.threats.inc();
                     self.note(EventKind::Threat {
                         space: signal.space.clone(),
@@ -957,8 +1507,20 @@ impl<S: Storage + Send + 'static> Service<S> {
                     });
                     let _ = self.events.send(NodeEvent::Threat {
                         reporter: author,
-                        signal,
+                        signal: signal.clone(),
                     });
+                    let accepted = self.defences.accepts_from(&author, now);
+                    self.observe(
+                        Observation::ThreatReceived {
+                            reporter: author,
+                            signal: signal.clone(),
+                            verdict,
+                        },
+                        &ThreatContext::space(space),
+                    );
+                    if verdict == membrane_immune::Verdict::Confirmed && accepted {
+                        self.corroborate(signal);
+                    }
                 }
             }
             Channel::Capabilities => {
@@ -980,6 +1542,10 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
             }
             Channel::Broadcasts => {
+                // Paused: nothing crosses in.
+                if self.defences.paused() {
+                    return;
+                }
                 if let Ok(broadcast) = envelope.open::<Broadcast>() {
                     self.note(EventKind::Broadcast {
                         space: broadcast.space,
@@ -993,26 +1559,28 @@ impl<S: Storage + Send + 'static> Service<S> {
 
     /// Validates a gossip message: our signature, its size, its kind for the topic, its
     /// space, and that its author is the gossip source. `Err(None)` means ignore.
-    #[allow(clippy::type_complexity)]
     fn check_gossip(
         &self,
         message: &gossipsub::Message,
         spaces: &[Space],
-    ) -> Result<(Space, Channel, Envelope), Option<String>> {
+    ) -> Result<(Space, Channel, Envelope), Option<GossipRefusal>> {
         let (space, channel) = topics::lookup(&message.topic, spaces).ok_or(None)?;
         let envelope = Envelope::decode(&message.data, channel.kind().max_frame_bytes(), now_ms())
-            .map_err(|e| Some(e.to_string()))?;
+            .map_err(|e| Some(GossipRefusal::new(e.to_string(), envelope_fault(&e))))?;
         if envelope.kind() != channel.kind() {
-            return Err(Some(format!(
-                "a {} on the {channel:?} topic",
-                envelope.kind()
+            return Err(Some(GossipRefusal::new(
+                format!("a {} on the {channel:?} topic", envelope.kind()),
+                Some(Fault::Undecodable),
             )));
         }
-        let source = message.source.ok_or_else(|| Some("no source".to_owned()))?;
-        let source_key = PublicKey::from_peer_id(&source).map_err(|e| Some(e.to_string()))?;
+        let source = message
+            .source
+            .ok_or_else(|| Some(GossipRefusal::new("no source", None)))?;
+        let source_key = PublicKey::from_peer_id(&source)
+            .map_err(|e| Some(GossipRefusal::new(e.to_string(), None)))?;
         envelope
             .expect_author(&source_key)
-            .map_err(|e| Some(e.to_string()))?;
+            .map_err(|e| Some(GossipRefusal::new(e.to_string(), envelope_fault(&e))))?;
         let payload_space = match channel {
             Channel::Heads => envelope.open::<Heads>().map(|p| p.space),
             Channel::Threats => envelope.open::<ThreatSignal>().map(|p| p.space),
@@ -1020,10 +1588,11 @@ impl<S: Storage + Send + 'static> Service<S> {
             Channel::Intents => envelope.open::<Intent>().map(|p| p.space),
             Channel::Broadcasts => envelope.open::<Broadcast>().map(|p| p.space),
         }
-        .map_err(|e| Some(e.to_string()))?;
+        .map_err(|e| Some(GossipRefusal::new(e.to_string(), Some(Fault::Undecodable))))?;
         if payload_space != space {
-            return Err(Some(format!(
-                "a payload of space {payload_space} on a topic of {space}"
+            return Err(Some(GossipRefusal::new(
+                format!("a payload of space {payload_space} on a topic of {space}"),
+                Some(Fault::Undecodable),
             )));
         }
         Ok((space, channel, envelope))
@@ -1057,6 +1626,13 @@ impl<S: Storage + Send + 'static> Service<S> {
                     if let Ok(peer) = PublicKey::from_peer_id(&peer_id) {
                         info!(%peer, peers = self.connected.len(), "peer connected");
                         let _ = self.events.send(NodeEvent::PeerConnected { peer });
+                        let score = self.defences.app_score(&peer, now_ms());
+                        self.swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .set_application_score(&peer_id, score);
+                        // A peer whose standing does not admit it is disconnected at once.
+                        self.observe(Observation::Connected { peer }, &ThreatContext::default());
                     }
                     let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
                     for space in &spaces {
@@ -1104,11 +1680,15 @@ impl<S: Storage + Send + 'static> Service<S> {
                 // fully connected and sync need not route through one node.
                 if !self.connected.contains(&peer)
                     && self.connected.len() < MAX_DIAL_MESH
+                    && self.may_meet(&peer)
                     && let Err(e) = self.swarm.dial(peer)
                 {
                     trace!(%peer, error = %e, "dial discovered peer");
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                ..
+            })) if !self.pending_threats.is_empty() => self.retry_signals(),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -1163,7 +1743,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    if !self.connected.contains(&peer) {
+                    if !self.connected.contains(&peer) && self.may_meet(&peer) {
                         debug!(%peer, %addr, "found on the LAN");
                         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                             kad.add_address(&peer, addr.clone());

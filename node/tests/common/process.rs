@@ -22,6 +22,8 @@ pub struct NodeProcess {
     pub child: Child,
     pub dir: PathBuf,
     lines: Receiver<String>,
+    /// The most peers any log line read so far reported (lines are consumed by waits).
+    peers_seen: std::cell::Cell<u64>,
 }
 
 impl Drop for NodeProcess {
@@ -72,6 +74,7 @@ impl NodeProcess {
             child,
             dir: dir.to_owned(),
             lines,
+            peers_seen: std::cell::Cell::new(0),
         }
     }
 
@@ -88,9 +91,15 @@ impl NodeProcess {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && want(&json)
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message(&json) == "peer connected"
+                && let Some(n) = json["fields"]["peers"].as_u64()
             {
+                self.peers_seen.set(self.peers_seen.get().max(n));
+            }
+            if want(&json) {
                 return json;
             }
         }
@@ -104,6 +113,11 @@ impl NodeProcess {
 
     /// Waits until the log reports `n` connected peers.
     pub fn wait_peers(&self, n: u64) {
+        // The line may have gone by already, read by an earlier wait (a node can connect
+        // before it logs that it is ready).
+        if self.peers_seen.get() >= n {
+            return;
+        }
         self.wait_line(&format!("{n} peers"), |j| {
             message(j) == "peer connected" && j["fields"]["peers"].as_u64() >= Some(n)
         });
