@@ -539,25 +539,19 @@ async fn claims_round(members: &[Member], round: usize) -> anyhow::Result<Claims
     })
 }
 
-/// CPU time this process has used (all threads, user + system), from `/proc/self/stat`
-/// in clock ticks of 10 ms; zero where there is no such file.
+/// CPU time the threads of this process have had so far, from each thread's
+/// `/proc/self/task/<tid>/schedstat` (nanoseconds, Linux); zero where there is none. The
+/// threads (the runtime's workers) live through the whole run, so differences are exact.
 fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th
-    // and 13th.
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|t| t.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// Cores busy on average: CPU time over wall time, summed over rounds.
@@ -639,7 +633,9 @@ fn main() -> anyhow::Result<()> {
     println!(
         "In-process nodes (memory transport, full mesh, in-memory storage), each with its HTTP \
          API on loopback; every agent registered with `{CAPABILITY}`. Times are read on every \
-         node's event stream. {rounds} rounds after one warm-up.\n"
+         node's event stream. {rounds} rounds after one warm-up. CPU busy: the process's \
+         CPU time in the measured windows (nodes, APIs and this benchmark's clients together) \
+         over their wall time; 2.0 is both cores.\n"
     );
     println!(
         "**Swarm activation** (threshold {THRESHOLD}): from the threshold-crossing \
