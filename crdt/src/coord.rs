@@ -296,15 +296,23 @@ fn json<T: serde::de::DeserializeOwned>(entry: &Entry) -> Option<T> {
     serde_json::from_str(&entry.body().value).ok()
 }
 
-/// The last segment of an entry's key, if it names its owner.
+/// Whether the last segment of an entry's key names its owner. Called for every record on
+/// every fold, so it compares in place rather than formatting the owner's hex.
 fn slot_is_owner(entry: &Entry) -> bool {
-    entry
-        .body()
-        .key
-        .as_str()
-        .rsplit('.')
-        .next()
-        .is_some_and(|last| last == owner_hex(entry.owner()))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let Some(last) = entry.body().key.as_str().rsplit('.').next() else {
+        return false;
+    };
+    let last = last.as_bytes();
+    last.len() == 2 * entry.owner().as_bytes().len()
+        && entry
+            .owner()
+            .as_bytes()
+            .iter()
+            .zip(last.chunks(2))
+            .all(|(b, pair)| {
+                pair[0] == HEX[usize::from(b >> 4)] && pair[1] == HEX[usize::from(b & 0xf)]
+            })
 }
 
 /// Capability cards: each agent's newest, unretracted card in its own slot.

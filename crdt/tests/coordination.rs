@@ -381,3 +381,35 @@ fn discover_ranks_by_card_words_and_track_record() {
     // Nobody's card speaks of cooking.
     assert!(coord::discover(&snap, "cook a risotto").is_empty());
 }
+
+#[test]
+fn a_slot_naming_someone_else_counts_for_nothing() {
+    let mut rs = five();
+    write(
+        &mut rs[0],
+        &coord::swarm_key("s"),
+        serde_json::json!({"name": "s", "capability": "reviewing", "threshold": 1}),
+        NOW,
+    );
+    // The researcher writes into the reviewer's member slot; the reviewer's own join counts.
+    let reviewer = *rs[3].me();
+    write(
+        &mut rs[1],
+        &coord::member_key("s", &reviewer),
+        serde_json::json!({}),
+        NOW + 1,
+    );
+    sync_all(&mut rs, &space());
+    assert!(snapshot(&rs[0], NOW + 2).swarms["s"].members.is_empty());
+    write(
+        &mut rs[3],
+        &coord::member_key("s", &reviewer),
+        serde_json::json!({}),
+        NOW + 3,
+    );
+    sync_all(&mut rs, &space());
+    assert_eq!(
+        snapshot(&rs[0], NOW + 4).swarms["s"].members,
+        vec![reviewer]
+    );
+}

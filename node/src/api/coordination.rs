@@ -10,11 +10,10 @@ use membrane_crdt::coord::{self, Snapshot, SwarmState, TaskState};
 use membrane_protocol::{EntryKind, EnvelopeId, Key, PublicKey, Space, Tier};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use super::error::ApiError;
 use super::state::Ctx;
-use super::verbs::Verb;
+use super::verbs::{Verb, parse_key, short, short_id, short_peer};
 
 fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(axum::http::StatusCode::CONFLICT, "refused", message)
@@ -29,16 +28,16 @@ fn not_found(what: &str, name: &str) -> ApiError {
 }
 
 fn key(text: &str) -> Result<Key, ApiError> {
-    text.parse()
-        .map_err(|e| ApiError::bad("invalid_request", format!("{text}: {e}")))
+    parse_key(text)
 }
 
-/// Writes a coordination record (public, kind `meta` unless given) in the agent's slot.
-async fn write(
+/// Writes a public record of the agent's (a coordination or mesh record) and returns its
+/// id.
+pub(crate) async fn write(
     ctx: &Ctx,
     space: &Space,
     key_text: &str,
-    value: &serde_json::Value,
+    value: impl ToString,
     kind: EntryKind,
     parents: Vec<EnvelopeId>,
     ttl_ms: Option<u64>,
@@ -220,10 +219,6 @@ fn task_view(t: &coord::Task) -> TaskView {
             .map(|(who, why)| format!("{who}: {why}"))
             .collect(),
     }
-}
-
-fn short_peer(peer: &str) -> &str {
-    peer.get(peer.len().saturating_sub(8)..).unwrap_or(peer)
 }
 
 fn render_task(t: &TaskView) -> String {
@@ -621,14 +616,9 @@ impl Verb for TaskPost {
             ));
         }
         let now = super::state::now_ms();
-        let digest =
-            sha2::Sha256::digest(format!("{}|{now}|{}", ctx.node.id(), req.description).as_bytes());
-        let id: String = format!(
+        let id = format!(
             "t{}",
-            digest[..5]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            short_id(&format!("{}|{now}|{}", ctx.node.id(), req.description))
         );
         let spec = coord::TaskSpec {
             description: req.description,
@@ -856,7 +846,7 @@ async fn verdict(
 fn render_verification(v: &VerificationResponse) -> String {
     format!(
         "[{}] {} ({} verifiers, {} disputers{})",
-        v.id.get(..8).unwrap_or(&v.id),
+        short(&v.id),
         if v.verified {
             "verified"
         } else {

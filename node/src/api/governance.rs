@@ -13,17 +13,13 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::state::Ctx;
-use super::verbs::{Verb, parse_peer};
+use super::verbs::{Verb, parse_peer, short_peer};
 use crate::immune::{MAX_AUDIT_PAGE, PeerStanding};
 
 /// Threat records `threats` returns by default.
 pub const DEFAULT_THREATS: u32 = 20;
 /// Audit records `audit` returns by default.
 pub const DEFAULT_AUDIT_PAGE: u32 = 100;
-
-fn short_peer(peer: &str) -> &str {
-    peer.get(peer.len().saturating_sub(8)..).unwrap_or(peer)
-}
 
 fn text(value: &Value) -> String {
     match value {

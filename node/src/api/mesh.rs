@@ -14,12 +14,12 @@ use membrane_crdt::{Draft, EventKind};
 use membrane_protocol::{Entry, EntryKind, EnvelopeId, Pattern, Score, Space, Tier};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
+use super::coordination::write;
 use super::error::ApiError;
 use super::state::{Ctx, now_ms};
 use super::types::EntryView;
-use super::verbs::Verb;
+use super::verbs::{Verb, parse_key, short, short_id, short_peer};
 use crate::node::NodeEvent;
 
 /// Longest a `help` may stay open.
@@ -33,30 +33,6 @@ fn help_key(id: &str) -> String {
 
 fn offer_key(id: &str, owner: &membrane_protocol::PublicKey) -> String {
     format!("coord.help.{id}.offers.{}", coord::owner_hex(owner))
-}
-
-fn short_id(seed: &str) -> String {
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    digest[..5].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn write(
-    ctx: &Ctx,
-    space: &Space,
-    key: &str,
-    value: String,
-    kind: EntryKind,
-    parents: Vec<EnvelopeId>,
-    ttl_ms: Option<u64>,
-) -> Result<EnvelopeId, ApiError> {
-    let key = key
-        .parse()
-        .map_err(|e| ApiError::bad("bad_key", format!("key {key:?}: {e}")))?;
-    let mut draft = Draft::new(key, value, Some(Tier::Public));
-    draft.kind = kind;
-    draft.parents = parents;
-    draft.ttl_ms = ttl_ms;
-    Ok(ctx.node.expose(space, draft).await?.id)
 }
 
 async fn visible(ctx: &Ctx, space: &Space, pattern: &str) -> Result<Vec<Entry>, ApiError> {
@@ -147,7 +123,7 @@ impl Verb for Discover {
                 out,
                 "\n{} ({}) via {}: score {:.2} (match {:.2} × record {:.2})",
                 a.name,
-                &a.agent[a.agent.len().saturating_sub(8)..],
+                short_peer(&a.agent),
                 a.capability,
                 a.score,
                 a.text_match,
@@ -413,7 +389,7 @@ impl Verb for Offer {
     }
 
     fn render(resp: &super::types::RecordResponse) -> String {
-        format!("offered [{}]", resp.id.get(..8).unwrap_or(&resp.id))
+        format!("offered [{}]", short(&resp.id))
     }
 }
 
@@ -484,7 +460,7 @@ impl Verb for Offers {
                 out,
                 "\n{} ({}) {} {:.2}{}{}",
                 o.name.as_deref().unwrap_or("?"),
-                &o.agent[o.agent.len().saturating_sub(8)..],
+                short_peer(&o.agent),
                 o.capability,
                 o.confidence,
                 if o.in_time { "" } else { " (late)" },
@@ -638,11 +614,7 @@ pub struct ThreadResponse {
 }
 
 fn tier_of(t: Option<super::types::TierName>) -> Tier {
-    match t {
-        Some(super::types::TierName::Private) => Tier::Private,
-        Some(super::types::TierName::Trusted) => Tier::Trusted,
-        _ => Tier::Public,
-    }
+    t.map_or(Tier::Public, super::verbs::tier)
 }
 
 async fn write_thread(
@@ -653,10 +625,7 @@ async fn write_thread(
     tier: Tier,
     parents: Vec<EnvelopeId>,
 ) -> Result<super::types::RecordResponse, ApiError> {
-    let key = key
-        .parse()
-        .map_err(|e| ApiError::bad("bad_key", format!("{e}")))?;
-    let mut draft = Draft::new(key, value, Some(tier));
+    let mut draft = Draft::new(parse_key(&key)?, value, Some(tier));
     draft.kind = EntryKind::Thread;
     draft.parents = parents;
     let id = ctx.node.expose(space, draft).await?.id;
@@ -702,11 +671,7 @@ impl Verb for Propose {
     }
 
     fn render(resp: &super::types::RecordResponse) -> String {
-        format!(
-            "proposed [{}]\nid: {}",
-            &resp.id[..8.min(resp.id.len())],
-            resp.id
-        )
+        format!("proposed [{}]\nid: {}", short(&resp.id), resp.id)
     }
 }
 
@@ -758,11 +723,7 @@ impl Verb for BuildOn {
     }
 
     fn render(resp: &super::types::RecordResponse) -> String {
-        format!(
-            "built on [{}]\nid: {}",
-            &resp.id[..8.min(resp.id.len())],
-            resp.id
-        )
+        format!("built on [{}]\nid: {}", short(&resp.id), resp.id)
     }
 }
 
@@ -841,8 +802,8 @@ impl Verb for Thread {
                 out,
                 "{}[{}] {}: {}",
                 "  ".repeat(n.depth as usize),
-                &n.entry.id[..8],
-                &n.entry.owner[n.entry.owner.len().saturating_sub(8)..],
+                short(&n.entry.id),
+                short_peer(&n.entry.owner),
                 n.entry.value.replace('\n', " ")
             );
         }

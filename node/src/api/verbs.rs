@@ -245,7 +245,7 @@ fn parse_named<T: std::str::FromStr<Err = String>>(
     }
 }
 
-fn tier(name: TierName) -> Tier {
+pub(crate) fn tier(name: TierName) -> Tier {
     match name {
         TierName::Private => Tier::Private,
         TierName::Trusted => Tier::Trusted,
@@ -253,12 +253,22 @@ fn tier(name: TierName) -> Tier {
     }
 }
 
-fn short(id: &str) -> &str {
+/// An id's first 8 characters, for people and LLMs.
+pub(crate) fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-fn short_peer(peer: &str) -> &str {
+/// A peer id's last 8 characters, for people and LLMs.
+pub(crate) fn short_peer(peer: &str) -> &str {
     peer.get(peer.len().saturating_sub(8)..).unwrap_or(peer)
+}
+
+/// A short id for a new record (task, help request, thread entry): 10 hex digits of
+/// SHA-256 of `seed`, which callers make unique with the agent and the time.
+pub(crate) fn short_id(seed: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    digest[..5].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---- the verbs ----

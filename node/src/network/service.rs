@@ -222,7 +222,8 @@ impl<S: Storage + Send + 'static> Service<S> {
             service.subscribe(space);
         }
         // What the log already says about coordination is not news after a restart.
-        service.check_coordination(false);
+        let spaces = service.medium.spaces().cloned().collect();
+        service.check_coordination(spaces, false);
         let listen = if service.options.listen.is_empty() {
             match service.options.transport {
                 super::TransportKind::Memory => vec!["/memory/0".parse()?],
@@ -661,16 +662,30 @@ impl<S: Storage + Send + 'static> Service<S> {
             .inc();
     }
 
-    /// Recomputes coordination in every space and logs an event for each swarm or task
-    /// whose state changed since the last check.
+    /// Recomputes coordination in the spaces whose new events touched a `coord.` record,
+    /// and logs an event for each swarm or task whose state changed since the last check.
     fn coordination_events(&mut self) {
-        self.check_coordination(true);
+        let mut touched = BTreeSet::new();
+        for event in self.medium.events_since(self.last_event) {
+            let (space, key) = match &event.kind {
+                EventKind::Exposed { space, key, .. }
+                | EventKind::Retracted { space, key, .. }
+                | EventKind::Arrived { space, key, .. }
+                | EventKind::Withdrawn { space, key, .. } => (space, key),
+                _ => continue,
+            };
+            if key.as_str().starts_with(membrane_crdt::coord::PREFIX) {
+                touched.insert(space.clone());
+            }
+        }
+        if !touched.is_empty() {
+            self.check_coordination(touched, true);
+        }
     }
 
-    /// Brings `self.coordination` up to date, logging changes if `log`.
-    fn check_coordination(&mut self, log: bool) {
+    /// Brings `self.coordination` of `spaces` up to date, logging changes if `log`.
+    fn check_coordination(&mut self, spaces: BTreeSet<Space>, log: bool) {
         let now = now_ms();
-        let spaces: Vec<Space> = self.medium.spaces().cloned().collect();
         for space in spaces {
             let Some(index) = self.medium.index(&space) else {
                 continue;
