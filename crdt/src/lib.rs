@@ -31,7 +31,7 @@ pub use doc::{DocId, RejectReason, Rejection};
 pub use events::{Event, EventKind};
 pub use index::Conflict;
 pub use medium::{
-    Config, Draft, Error, Exposed, Medium, QueryAnswer, SearchAnswer, SearchHit, SyncError,
+    Config, Draft, Error, Exposed, Filter, Medium, QueryAnswer, SearchAnswer, SearchHit, SyncError,
     SyncReport,
 };
 pub use storage::{MemoryStorage, Storage};

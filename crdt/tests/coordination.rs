@@ -6,9 +6,10 @@
 mod common;
 
 use common::{NOW, Replica, replica, space, sync_all, sync_pair};
-use membrane_crdt::Draft;
 use membrane_crdt::coord::{self, SwarmState, TaskState};
-use membrane_protocol::{EntryKind, Score, Tier};
+use membrane_crdt::{Draft, Filter};
+use membrane_protocol::permeability::Reader;
+use membrane_protocol::{EntryKind, EnvelopeId, Pattern, Score, Tier};
 use proptest::prelude::*;
 
 fn write(
@@ -293,6 +294,101 @@ fn verification_needs_k_verifiers_and_no_trusted_dispute() {
     sync_all(&mut rs, &space());
     let v = check(&rs[0]);
     assert!(!v.verified && v.contested);
+}
+
+#[test]
+fn kinds_and_verified_filter_queries_and_searches() {
+    let mut rs = five();
+    let put = |r: &mut Replica, key: &str, value: &str, kind: EntryKind, at| {
+        let mut draft = Draft::new(key.parse().unwrap(), value, Some(Tier::Public));
+        draft.kind = kind;
+        r.expose(&space(), draft, at).unwrap().id
+    };
+    let fact = put(
+        &mut rs[1],
+        "rivers.nile",
+        "the nile river floods",
+        EntryKind::Fact,
+        NOW,
+    );
+    let guess = put(
+        &mut rs[1],
+        "rivers.amazon",
+        "the amazon river may flood",
+        EntryKind::Hypothesis,
+        NOW,
+    );
+    put(
+        &mut rs[2],
+        "rivers.po",
+        "the po river flooded",
+        EntryKind::Finding,
+        NOW,
+    );
+    for r in &mut rs[2..4] {
+        let key = coord::verdict_key(&fact, r.me());
+        write(
+            r,
+            &key,
+            serde_json::json!({"verdict": "verify", "note": ""}),
+            NOW + 1,
+        );
+    }
+    sync_all(&mut rs, &space());
+    let reader = Reader::open(*rs[0].me());
+    let pattern: Pattern = "rivers.**".parse().unwrap();
+    let query = |r: &Replica, filter: &Filter| -> Vec<EnvelopeId> {
+        let answer = r
+            .query_with(&reader, &space(), &pattern, NOW + 2, false, filter)
+            .unwrap();
+        assert_eq!(answer.hits.len(), answer.hit_tokens.len());
+        answer.hits.iter().map(|e| e.id()).collect()
+    };
+    let search = |r: &Replica, filter: &Filter| -> Vec<EnvelopeId> {
+        r.search_with(&reader, &space(), "river flood", 2000, NOW + 2, filter)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| h.entry.id())
+            .collect()
+    };
+    assert_eq!(query(&rs[0], &Filter::default()).len(), 3);
+    assert_eq!(search(&rs[0], &Filter::default()).len(), 3);
+    let facts_and_guesses = Filter::kinds([EntryKind::Fact, EntryKind::Hypothesis]);
+    let mut want = vec![fact, guess];
+    want.sort();
+    let mut got = query(&rs[0], &facts_and_guesses);
+    got.sort();
+    assert_eq!(got, want);
+    let mut got = search(&rs[0], &facts_and_guesses);
+    got.sort();
+    assert_eq!(got, want);
+    let verified = Filter {
+        verified: Some(2),
+        ..Filter::default()
+    };
+    assert_eq!(query(&rs[0], &verified), vec![fact]);
+    assert_eq!(search(&rs[0], &verified), vec![fact]);
+    // k = 3 is more verifiers than it has.
+    let three = Filter {
+        verified: Some(3),
+        ..Filter::default()
+    };
+    assert!(query(&rs[0], &three).is_empty() && search(&rs[0], &three).is_empty());
+    // A dispute by someone the reader trusts takes it out.
+    let key = coord::verdict_key(&fact, rs[4].me());
+    write(
+        &mut rs[4],
+        &key,
+        serde_json::json!({"verdict": "dispute", "note": ""}),
+        NOW + 3,
+    );
+    let disputer = *rs[4].me();
+    rs[0]
+        .set_trust(&space(), disputer, Score::from_f64(0.8).unwrap(), NOW + 3)
+        .unwrap();
+    sync_all(&mut rs, &space());
+    assert!(query(&rs[0], &verified).is_empty() && search(&rs[0], &verified).is_empty());
 }
 
 proptest! {

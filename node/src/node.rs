@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use membrane_crdt::{Draft, Event, Exposed, QueryAnswer, SearchAnswer, Storage};
+use membrane_crdt::{Draft, Event, Exposed, Filter, QueryAnswer, SearchAnswer, Storage};
 use membrane_immune::{AuditRecord, Override};
 use membrane_protocol::cost::TokenCounter;
 use membrane_protocol::permeability::Reader;
@@ -211,8 +211,8 @@ pub(crate) enum Command {
     Expose(Space, Draft, Reply<Exposed>),
     Retract(Space, Key, Reply<EnvelopeId>),
     Trust(Space, PublicKey, Score, Reply<EnvelopeId>),
-    Query(Space, Pattern, bool, Reply<QueryAnswer>),
-    Search(Space, String, u32, Reply<SearchAnswer>),
+    Query(Space, Pattern, bool, Filter, Reply<QueryAnswer>),
+    Search(Space, String, u32, Filter, Reply<SearchAnswer>),
     Join(Space, Reply<()>),
     Dial(Multiaddr, Reply<()>),
     Peers(Reply<Vec<PublicKey>>),
@@ -365,7 +365,20 @@ impl NodeHandle {
         pattern: &Pattern,
         include_expired: bool,
     ) -> Result<QueryAnswer, NodeError> {
-        self.call(|r| Command::Query(space.clone(), pattern.clone(), include_expired, r))
+        self.query_with(space, pattern, include_expired, Filter::default())
+            .await
+    }
+
+    /// Queries as this node's agent, keeping only what `filter` admits (entry kinds,
+    /// verified entries).
+    pub async fn query_with(
+        &self,
+        space: &Space,
+        pattern: &Pattern,
+        include_expired: bool,
+        filter: Filter,
+    ) -> Result<QueryAnswer, NodeError> {
+        self.call(|r| Command::Query(space.clone(), pattern.clone(), include_expired, filter, r))
             .await
     }
 
@@ -376,7 +389,19 @@ impl NodeHandle {
         text: &str,
         max_tokens: u32,
     ) -> Result<SearchAnswer, NodeError> {
-        self.call(|r| Command::Search(space.clone(), text.to_owned(), max_tokens, r))
+        self.search_with(space, text, max_tokens, Filter::default())
+            .await
+    }
+
+    /// Searches as this node's agent among the entries `filter` admits.
+    pub async fn search_with(
+        &self,
+        space: &Space,
+        text: &str,
+        max_tokens: u32,
+        filter: Filter,
+    ) -> Result<SearchAnswer, NodeError> {
+        self.call(|r| Command::Search(space.clone(), text.to_owned(), max_tokens, filter, r))
             .await
     }
 

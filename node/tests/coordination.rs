@@ -208,11 +208,21 @@ fn swarms_tasks_and_verification_across_five_nodes() {
         "public",
     ]);
     let id = fact["id"].as_str().unwrap().to_owned();
+    let guess = researcher.cli_json(&[
+        "expose",
+        "findings.sea_level_2100",
+        "sea level may rise 1 m by 2100",
+        "--tier",
+        "public",
+        "--kind",
+        "hypothesis",
+    ]);
+    let guess = guess["id"].as_str().unwrap().to_owned();
     for node in [reviewer, editor] {
-        eventually(node, "the finding", || {
+        eventually(node, "the finding and the hypothesis", || {
             node.cli_json(&["query", "findings.*"])["hits"]
                 .as_array()
-                .is_some_and(|h| h.len() == 1)
+                .is_some_and(|h| h.len() == 2)
         });
     }
     let own = researcher.cli(&["verify", &id]);
@@ -227,6 +237,59 @@ fn swarms_tasks_and_verification_across_five_nodes() {
     let twice = editor.cli_json(&["verify", &id, "--note", "checked the table"]);
     assert_eq!(twice["verified"], true, "{twice}");
     assert_eq!(twice["verifiers"].as_array().unwrap().len(), 2);
+
+    // Kinds and verification filter queries and searches, on a node that verified nothing.
+    let ids = |answer: &Value, hits: &str| -> Vec<String> {
+        let mut ids: Vec<String> = answer[hits]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let entry = if hits == "hits" && h.get("entry").is_some() {
+                    &h["entry"]
+                } else {
+                    h
+                };
+                entry["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let orchestrator = &nodes[0];
+    eventually(
+        orchestrator,
+        "the finding verified at the orchestrator",
+        || {
+            ids(
+                &orchestrator.cli_json(&["search", "sea level", "--verified"]),
+                "hits",
+            ) == vec![id.clone()]
+        },
+    );
+    let mut both = vec![id.clone(), guess.clone()];
+    both.sort();
+    assert_eq!(
+        ids(&orchestrator.cli_json(&["search", "sea level"]), "hits"),
+        both
+    );
+    assert_eq!(
+        ids(
+            &orchestrator.cli_json(&["query", "findings.*", "--kinds", "hypothesis"]),
+            "hits"
+        ),
+        vec![guess.clone()]
+    );
+    assert_eq!(
+        ids(
+            &orchestrator.cli_json(&["query", "findings.*", "--verified"]),
+            "hits"
+        ),
+        vec![id.clone()]
+    );
+    let bad = orchestrator.cli(&["query", "findings.*", "--kinds", "rumour"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("rumour"));
 }
 
 #[test]

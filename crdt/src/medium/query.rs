@@ -1,14 +1,16 @@
 //! Reading the medium: queries with hidden counts and denial reasons, and search ranked
 //! by relevance × trust × decay × evidence and packed into a token budget.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use membrane_protocol::cost::{self, Candidate};
-use membrane_protocol::permeability::{Decision, DenyReason, EntryMeta, Reader, decide, tier_gate};
-use membrane_protocol::{Entry, EnvelopeId, Evidence, Key, Pattern, Space};
+use membrane_protocol::permeability::{
+    Decision, DenyReason, EntryMeta, Reader, TrustGraph, decide, tier_gate,
+};
+use membrane_protocol::{Entry, EntryKind, EnvelopeId, Evidence, Key, Pattern, Space};
 
 use super::{Error, Medium};
-use crate::index::{Conflict, Newest};
+use crate::index::{Conflict, Index, Newest};
 use crate::storage::Storage;
 
 /// Most candidates search ranks before packing.
@@ -24,6 +26,51 @@ pub fn search_candidates(max_tokens: u32) -> usize {
     usize::try_from(max_tokens / TOKENS_PER_CANDIDATE)
         .unwrap_or(SEARCH_CANDIDATES)
         .clamp(MIN_SEARCH_CANDIDATES, SEARCH_CANDIDATES)
+}
+
+/// What a query or search keeps besides what the reader may see: entry kinds, and
+/// entries verified by at least `k` agents other than their owner with no dispute the
+/// reader trusts ([`coord::verification`](crate::coord::verification)). The default
+/// keeps everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Kinds kept; empty keeps every kind.
+    pub kinds: BTreeSet<EntryKind>,
+    /// Keep only entries verified by at least this many other agents.
+    pub verified: Option<usize>,
+}
+
+impl Filter {
+    /// Keeps only these kinds.
+    pub fn kinds(kinds: impl IntoIterator<Item = EntryKind>) -> Self {
+        Filter {
+            kinds: kinds.into_iter().collect(),
+            verified: None,
+        }
+    }
+
+    /// Whether it keeps everything.
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty() && self.verified.is_none()
+    }
+
+    /// Whether `entry` passes, as `reader` (with `trust`) sees its verdicts.
+    fn admits(&self, index: &Index, entry: &Entry, reader: &Reader, trust: &TrustGraph) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&entry.body().kind) {
+            return false;
+        }
+        self.verified.is_none_or(|k| {
+            crate::coord::verification(
+                index,
+                &entry.id(),
+                Some(entry.owner()),
+                &reader.id,
+                trust,
+                k,
+            )
+            .verified
+        })
+    }
 }
 
 /// A denial in a query answer.
@@ -104,6 +151,27 @@ impl<S: Storage> Medium<S> {
         now_ms: u64,
         include_expired: bool,
     ) -> Result<QueryAnswer, Error<S::Error>> {
+        self.query_with(
+            reader,
+            space,
+            pattern,
+            now_ms,
+            include_expired,
+            &Filter::default(),
+        )
+    }
+
+    /// [`query`](Self::query) keeping only what `filter` admits; entries it leaves out
+    /// are neither hits nor hidden.
+    pub fn query_with(
+        &self,
+        reader: &Reader,
+        space: &Space,
+        pattern: &Pattern,
+        now_ms: u64,
+        include_expired: bool,
+        filter: &Filter,
+    ) -> Result<QueryAnswer, Error<S::Error>> {
         let state = self.space(space)?;
         let trust = state.index.trust_graph(self.config.trust_threshold);
         let mut answer = QueryAnswer {
@@ -122,6 +190,9 @@ impl<S: Storage> Medium<S> {
                         continue;
                     };
                     if entry.expired(now_ms) && !include_expired {
+                        continue;
+                    }
+                    if !filter.is_empty() && !filter.admits(&state.index, entry, reader, &trust) {
                         continue;
                     }
                     let decision = decide(reader, EntryMeta::from(entry), &trust);
@@ -156,6 +227,20 @@ impl<S: Storage> Medium<S> {
         max_tokens: u32,
         now_ms: u64,
     ) -> Result<SearchAnswer, Error<S::Error>> {
+        self.search_with(reader, space, text, max_tokens, now_ms, &Filter::default())
+    }
+
+    /// [`search`](Self::search) among the entries `filter` admits only: a left-out entry
+    /// never takes a candidate's place.
+    pub fn search_with(
+        &self,
+        reader: &Reader,
+        space: &Space,
+        text: &str,
+        max_tokens: u32,
+        now_ms: u64,
+        filter: &Filter,
+    ) -> Result<SearchAnswer, Error<S::Error>> {
         let state = self.space(space)?;
         let trust = state.index.trust_graph(self.config.trust_threshold);
         let index = &state.index;
@@ -165,6 +250,7 @@ impl<S: Storage> Medium<S> {
                     && !index.is_retracted(id)
                     && index.is_newest(entry)
                     && decide(reader, EntryMeta::from(entry), &trust).is_visible()
+                    && (filter.is_empty() || filter.admits(index, entry, reader, &trust))
             })
         };
         let found =

@@ -144,6 +144,14 @@ pub struct QueryRequest {
     /// Include expired entries.
     #[serde(default)]
     pub include_expired: bool,
+    /// Only these kinds (fact, hypothesis, conflict, thread, solution, meta, …) [default:
+    /// all].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Only entries verified by enough agents other than their owner, with no dispute
+    /// you trust.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// An entry as an agent reads it.
@@ -240,6 +248,14 @@ pub struct SearchRequest {
     /// Most tokens the answer may take [default: 2000].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// Only these kinds (fact, hypothesis, conflict, thread, solution, meta, …) [default:
+    /// all].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Only entries verified by enough agents other than their owner, with no dispute
+    /// you trust.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// One search hit.

@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use futures::future::BoxFuture;
-use membrane_crdt::Draft;
+use membrane_crdt::coord;
+use membrane_crdt::{Draft, Filter};
 use membrane_protocol::signals::Capability;
-use membrane_protocol::{EnvelopeId, Key, Pattern, PublicKey, Score, Space, Tag, Tier};
+use membrane_protocol::{EntryKind, EnvelopeId, Key, Pattern, PublicKey, Score, Space, Tag, Tier};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -245,6 +246,30 @@ fn parse_named<T: std::str::FromStr<Err = String>>(
     }
 }
 
+/// Most kinds one filter names.
+const MAX_FILTER_KINDS: usize = 16;
+
+/// A query or search filter from the request's `kinds` and `verified`.
+fn filter(kinds: &[String], verified: bool) -> Result<Filter, ApiError> {
+    if kinds.len() > MAX_FILTER_KINDS {
+        return Err(ApiError::bad(
+            "invalid_request",
+            format!(
+                "{} kinds named (expected at most {MAX_FILTER_KINDS})",
+                kinds.len()
+            ),
+        ));
+    }
+    let kinds = kinds
+        .iter()
+        .map(|k| parse_named("kinds", Some(k), EntryKind::Fact))
+        .collect::<Result<_, _>>()?;
+    Ok(Filter {
+        kinds,
+        verified: verified.then_some(coord::DEFAULT_VERIFIERS),
+    })
+}
+
 pub(crate) fn tier(name: TierName) -> Tier {
     match name {
         TierName::Private => Tier::Private,
@@ -427,7 +452,8 @@ impl Verb for Query {
         (e.g. pattern findings.** or tasks.*.status). Returns every visible match, so a broad \
         pattern can cost many tokens: each hit costs about its value's length / 4 tokens, \
         charged to your budget. Also tells how many entries exist that you may not see and \
-        why. Prefer search when you only know what you are looking for.";
+        why. Narrow it with kinds (e.g. only facts and conflicts) or verified (only entries \
+        other agents verified). Prefer search when you only know what you are looking for.";
     const EXAMPLE: &'static str = "membrane query 'findings.**'";
     const READ_ONLY: bool = true;
     const POSITIONAL: &'static [&'static str] = &["pattern"];
@@ -437,9 +463,10 @@ impl Verb for Query {
     async fn call(ctx: &Ctx, req: QueryRequest) -> Result<QueryResponse, ApiError> {
         let space = ctx.space(req.space.as_deref())?;
         let pattern = parse_pattern(&req.pattern)?;
+        let filter = filter(&req.kinds, req.verified)?;
         let answer = ctx
             .node
-            .query(&space, &pattern, req.include_expired)
+            .query_with(&space, &pattern, req.include_expired, filter)
             .await?;
         let tokens: u64 = answer.hit_tokens.iter().map(|t| u64::from(*t)).sum();
         ctx.check_budget(tokens)?;
@@ -498,8 +525,11 @@ impl Verb for Search {
     const DESCRIPTION: &'static str = "Use it before researching anything: someone may \
         already know. Ranks entries by text relevance × trust in their owner × freshness × \
         strength of evidence, and returns the best that fit max_tokens (default 2000), so the \
-        cost to your context is bounded by max_tokens. Cite hits by their [id].";
-    const EXAMPLE: &'static str = "membrane search 'sea level rise rate' --max-tokens 500";
+        cost to your context is bounded by max_tokens. Set verified to get only entries \
+        that other agents verified, or kinds to get only facts, hypotheses, solutions…. Cite \
+        hits by their [id].";
+    const EXAMPLE: &'static str =
+        "membrane search 'sea level rise rate' --max-tokens 500 --verified";
     const READ_ONLY: bool = true;
     const POSITIONAL: &'static [&'static str] = &["text"];
     type Request = SearchRequest;
@@ -514,7 +544,11 @@ impl Verb for Search {
             ));
         }
         let max_tokens = req.max_tokens.unwrap_or(DEFAULT_SEARCH_TOKENS);
-        let answer = ctx.node.search(&space, &req.text, max_tokens).await?;
+        let filter = filter(&req.kinds, req.verified)?;
+        let answer = ctx
+            .node
+            .search_with(&space, &req.text, max_tokens, filter)
+            .await?;
         ctx.check_budget(answer.total_tokens)?;
         ctx.charge(answer.total_tokens);
         Ok(SearchResponse {

@@ -428,10 +428,10 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
                 let _ = reply.send(result);
             }
-            Command::Query(space, pattern, expired, reply) => {
+            Command::Query(space, pattern, expired, filter, reply) => {
                 let result = self
                     .medium
-                    .query(&reader, &space, &pattern, now, expired)
+                    .query_with(&reader, &space, &pattern, now, expired, &filter)
                     .map_err(err)
                     .map(|mut answer| {
                         // Quarantined and banned owners' entries are kept (for audit) but
@@ -443,10 +443,10 @@ impl<S: Storage + Send + 'static> Service<S> {
                     });
                 let _ = reply.send(result);
             }
-            Command::Search(space, text, max_tokens, reply) => {
+            Command::Search(space, text, max_tokens, filter, reply) => {
                 let result = self
                     .medium
-                    .search(&reader, &space, &text, max_tokens, now)
+                    .search_with(&reader, &space, &text, max_tokens, now, &filter)
                     .map_err(err)
                     .map(|mut answer| {
                         answer
