@@ -57,6 +57,36 @@ pub fn slug(name: &str) -> Option<String> {
     (!out.is_empty() && out.len() <= MAX_SLUG).then_some(out)
 }
 
+/// The capability of a swarm any agent with a card may join: swarms formed around an
+/// intent topic, where wanting to work on it is the qualification.
+pub const ANY_CAPABILITY: &str = "*";
+
+/// The slug of the swarm formed around intent `topic`: `intent-` and the topic's slug
+/// (cut to fit), or a hash of the topic when it has no slug-able characters.
+pub fn intent_slug(topic: &str) -> String {
+    const ROOM: usize = MAX_SLUG - "intent-".len();
+    let base = slug(&topic.chars().take(4 * MAX_SLUG).collect::<String>())
+        .or_else(|| {
+            // slug() refuses long results: cut the slug-able text first.
+            let cut: String = topic
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || c.is_whitespace())
+                .collect();
+            slug(&cut.chars().take(ROOM).collect::<String>())
+        })
+        .map(|s| s.chars().take(ROOM).collect::<String>())
+        .map(|s| s.trim_matches('-').to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            // FNV-1a: stable across nodes and versions, which is all a name needs.
+            let hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            format!("{hash:016x}")
+        });
+    format!("intent-{base}")
+}
+
 /// `coord.agents.<owner>`.
 pub fn agent_key(owner: &PublicKey) -> String {
     format!("coord.agents.{}", owner_hex(owner))
@@ -108,8 +138,9 @@ pub struct Card {
 
 impl Card {
     /// Whether the card lists `capability`.
+    /// [`ANY_CAPABILITY`] is on every card.
     pub fn has(&self, capability: &str) -> bool {
-        self.capabilities.iter().any(|c| c.name == capability)
+        capability == ANY_CAPABILITY || self.capabilities.iter().any(|c| c.name == capability)
     }
 }
 
@@ -712,4 +743,31 @@ pub fn discover(snapshot: &Snapshot, need: &str) -> Vec<Candidate> {
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.agent.cmp(&b.agent)));
     out
+}
+
+#[cfg(test)]
+mod intent_slug_tests {
+    use super::*;
+
+    #[test]
+    fn intent_slugs_fit_and_differ() {
+        assert_eq!(intent_slug("Rust parsers"), "intent-rust-parsers");
+        let long = intent_slug(&"very long topic ".repeat(40));
+        assert!(
+            long.len() <= MAX_SLUG && long.starts_with("intent-very-long"),
+            "{long}"
+        );
+        let (a, b) = (intent_slug("北京 旅行"), intent_slug("東京 旅行"));
+        assert!(
+            a.starts_with("intent-") && a.len() == "intent-".len() + 16,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert!(slug(&a) == Some(a.clone()));
+        let card = Card {
+            name: "x".into(),
+            capabilities: Vec::new(),
+        };
+        assert!(card.has(ANY_CAPABILITY) && !card.has("maps"));
+    }
 }

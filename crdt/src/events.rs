@@ -136,6 +136,31 @@ pub enum EventKind {
         /// The winning claimant, if any.
         winner: Option<PublicKey>,
     },
+    /// Intents on a topic reached a quorum, or decayed below it.
+    Intent {
+        /// Space.
+        space: Space,
+        /// The topic, normalised.
+        topic: String,
+        /// `quorum` or `dispersed`.
+        state: String,
+        /// The agents whose intent counts now.
+        agents: Vec<PublicKey>,
+        /// Sum of the decayed strengths.
+        concentration: f64,
+    },
+    /// A role the medium suggests for this node's agent, with the reason; the agent is free
+    /// to ignore it.
+    Role {
+        /// Space.
+        space: Space,
+        /// `coordinate`, `fill_gap` or `mediate`.
+        role: String,
+        /// What it is about: a swarm, task, help request or key.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
     /// Two owners disagree on a key.
     Conflict {
         /// Space.

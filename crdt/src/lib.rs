@@ -22,6 +22,7 @@ pub mod doc;
 pub mod events;
 pub mod hostile;
 pub mod index;
+pub mod intents;
 pub mod layout;
 pub mod medium;
 pub mod search;

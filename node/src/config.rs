@@ -35,6 +35,9 @@
 //! | `--budget-tokens` | `MEMBRANE_BUDGET_TOKENS` | `budget_tokens` | none (unlimited) |
 //! | `--budget-window` | — | `budget_window_secs` | `3600` |
 //! | `--budget-action` | — | `budget_action` | `halt` |
+//! | `--intent-quorum` | — | `intent_quorum` | `3` |
+//! | `--intent-half-life` | — | `intent_half_life_secs` | `60` |
+//! | `--intent-swarms` | — | `intent_swarms` | off |
 //!
 //! An environment variable that is set but empty counts as unset. A relative `data_dir` in
 //! a config file is relative to the file's directory; a leading `~` is the home directory.
@@ -63,6 +66,9 @@
 //! budget_tokens = 200000
 //! budget_window_secs = 3600
 //! budget_action = "halt"
+//! intent_quorum = 3
+//! intent_half_life_secs = 60
+//! intent_swarms = true
 //!
 //! [capabilities]
 //! fact_check = "Checks claims against cited sources"
@@ -209,6 +215,21 @@ pub struct NodeArgs {
     /// and logs, e.g. --budget-action warn [default: halt]
     #[arg(long, value_name = "ACTION", value_parser = ["halt", "warn"])]
     pub budget_action: Option<String>,
+
+    /// Distinct agents whose intent on one topic makes a quorum, e.g. --intent-quorum 5
+    /// [default: 3]
+    #[arg(long, value_name = "AGENTS")]
+    pub intent_quorum: Option<String>,
+
+    /// Half-life of an intent signal's strength in seconds, e.g. --intent-half-life 300
+    /// [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub intent_half_life: Option<String>,
+
+    /// Form a swarm around a topic when intents on it reach a quorum, and dissolve it
+    /// when they decay below
+    #[arg(long)]
+    pub intent_swarms: bool,
 }
 
 /// How the node writes its logs.
@@ -279,7 +300,35 @@ pub struct NodeConfig {
     pub trust_threshold: Score,
     /// The agent's token budget, if it has one.
     pub budget: Option<BudgetConfig>,
+    /// Quorum sensing over intent signals.
+    pub intents: IntentConfig,
 }
+
+/// Quorum sensing over intents (see `membrane_crdt::intents`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentConfig {
+    /// Distinct agents for a quorum.
+    pub quorum: usize,
+    /// Half-life of a signal's strength, seconds.
+    pub half_life_secs: u64,
+    /// Form (and dissolve) swarms around quorate topics.
+    pub swarms: bool,
+}
+
+impl Default for IntentConfig {
+    fn default() -> Self {
+        IntentConfig {
+            quorum: 3,
+            half_life_secs: 60,
+            swarms: false,
+        }
+    }
+}
+
+/// Most agents an intent quorum may need.
+pub const MAX_INTENT_QUORUM: usize = 1000;
+/// Longest intent half-life: a day.
+pub const MAX_INTENT_HALF_LIFE_SECS: u64 = 86_400;
 
 /// The agent's token budget: what crosses into its context through answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,6 +481,8 @@ const TRUST_THRESHOLD: Setting = setting("--trust-threshold", "trust_threshold",
 const BUDGET_TOKENS: Setting = setting("--budget-tokens", "budget_tokens", Some(ENV_BUDGET_TOKENS));
 const BUDGET_WINDOW: Setting = setting("--budget-window", "budget_window_secs", None);
 const BUDGET_ACTION: Setting = setting("--budget-action", "budget_action", None);
+const INTENT_QUORUM: Setting = setting("--intent-quorum", "intent_quorum", None);
+const INTENT_HALF_LIFE: Setting = setting("--intent-half-life", "intent_half_life_secs", None);
 
 /// What is wrong with one value, before it is tied to a flag and a source.
 struct Bad {
@@ -478,6 +529,9 @@ struct FileConfig {
     budget_tokens: Option<u64>,
     budget_window_secs: Option<u64>,
     budget_action: Option<String>,
+    intent_quorum: Option<u64>,
+    intent_half_life_secs: Option<u64>,
+    intent_swarms: Option<bool>,
 }
 
 /// `capabilities` in a file: a table of name = description, or a list of
@@ -679,6 +733,7 @@ impl NodeConfig {
             log_format: LogFormat::Text,
             trust_threshold: Score::DEFAULT_THRESHOLD,
             budget: None,
+            intents: IntentConfig::default(),
         }
         .with_default_listen()
     }
@@ -723,6 +778,7 @@ impl NodeConfig {
         config.kad_server = switch(args.kad_server, |c| c.kad_server);
         config.relay_server = switch(args.relay_server, |c| c.relay_server);
         config.mdns = switch(args.mdns, |c| c.mdns);
+        config.intents.swarms = switch(args.intent_swarms, |c| c.intent_swarms);
         config = config.with_default_listen();
 
         if let Some((raw, at)) = flag_list(&args.listen)
@@ -787,6 +843,42 @@ impl NodeConfig {
                 parse_threshold(&raw).map_err(|b| b.at(TRUST_THRESHOLD, &at, raw))?;
         }
         config.budget = resolve_budget(args, &env, file)?;
+        if let Some((raw, at)) = flag(&args.intent_quorum).or_else(|| {
+            in_file(file, INTENT_QUORUM, |c| {
+                c.intent_quorum.map(|v| v.to_string())
+            })
+        }) {
+            config.intents.quorum = raw
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_INTENT_QUORUM).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        "is not a whole number of agents in range",
+                        format!("1 to {MAX_INTENT_QUORUM}, e.g. 3"),
+                    )
+                    .at(INTENT_QUORUM, &at, raw.as_str())
+                })?;
+        }
+        if let Some((raw, at)) = flag(&args.intent_half_life).or_else(|| {
+            in_file(file, INTENT_HALF_LIFE, |c| {
+                c.intent_half_life_secs.map(|v| v.to_string())
+            })
+        }) {
+            config.intents.half_life_secs = raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_INTENT_HALF_LIFE_SECS).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        "is not a whole number of seconds in range",
+                        format!("1 to {MAX_INTENT_HALF_LIFE_SECS}, e.g. 60"),
+                    )
+                    .at(INTENT_HALF_LIFE, &at, raw.as_str())
+                })?;
+        }
 
         config.validate()?;
         Ok(config)
@@ -1743,6 +1835,53 @@ mod tests {
             assert_eq!(err.flag(), Some(flag), "{message}");
             assert!(message.starts_with(&format!("{flag}:")), "{message}");
             assert!(message.contains(detail), "{flag}: {message}");
+        }
+    }
+
+    #[test]
+    fn intent_settings_come_from_flags_or_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(config.intents, IntentConfig::default());
+        write_config(
+            dir.path(),
+            "intent_quorum = 5\nintent_half_life_secs = 300\nintent_swarms = true\n",
+        );
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(
+            config.intents,
+            IntentConfig {
+                quorum: 5,
+                half_life_secs: 300,
+                swarms: true
+            }
+        );
+        let args = NodeArgs {
+            intent_quorum: Some("2".into()),
+            ..args_in(dir.path())
+        };
+        assert_eq!(
+            NodeConfig::resolve(&args, &no_env).unwrap().intents.quorum,
+            2
+        );
+        for (args, flag) in [
+            (
+                NodeArgs {
+                    intent_quorum: Some("0".into()),
+                    ..args_in(dir.path())
+                },
+                "--intent-quorum",
+            ),
+            (
+                NodeArgs {
+                    intent_half_life: Some("soon".into()),
+                    ..args_in(dir.path())
+                },
+                "--intent-half-life",
+            ),
+        ] {
+            let err = err_of(&args, &no_env);
+            assert_eq!(err.flag(), Some(flag), "{err}");
         }
     }
 

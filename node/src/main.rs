@@ -240,6 +240,12 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         },
         data_dir: Some(config.data_dir.clone()),
         api: Some(api_addr.to_string()),
+        intents: membrane_crdt::intents::Config {
+            quorum: config.intents.quorum,
+            half_life_ms: config.intents.half_life_secs * 1000,
+            ..membrane_crdt::intents::Config::default()
+        },
+        intent_swarms: config.intents.swarms,
     };
     let home = config
         .spaces

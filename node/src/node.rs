@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
+use membrane_crdt::intents::TopicView;
 use membrane_crdt::{Draft, Event, Exposed, Filter, QueryAnswer, SearchAnswer, Storage};
 use membrane_immune::{AuditRecord, Override};
 use membrane_protocol::cost::TokenCounter;
@@ -58,6 +59,11 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// The agent API's address, for `node.json` (the API itself is served by the binary).
     pub api: Option<String>,
+    /// Quorum sensing over intent signals.
+    pub intents: membrane_crdt::intents::Config,
+    /// Form a swarm around a topic whose intents reach a quorum (and dissolve it when
+    /// they decay below).
+    pub intent_swarms: bool,
 }
 
 impl NodeOptions {
@@ -79,6 +85,8 @@ impl NodeOptions {
             medium: membrane_crdt::Config::default(),
             data_dir: None,
             api: None,
+            intents: membrane_crdt::intents::Config::default(),
+            intent_swarms: false,
         }
     }
 }
@@ -220,6 +228,8 @@ pub(crate) enum Command {
     FindProviders(String, Reply<Vec<PublicKey>>),
     Register(String, Vec<Capability>, Reply<()>),
     Broadcast(Space, String, Reply<EnvelopeId>),
+    Intent(Space, String, Score, Reply<Vec<TopicView>>),
+    Intents(Space, Reply<Vec<TopicView>>),
     Status(Reply<Status>),
     PeerInfos(Reply<Vec<PeerInfo>>),
     Trusts(Space, Reply<Vec<TrustEdgeView>>),
@@ -239,6 +249,7 @@ impl Command {
     pub(crate) fn refuse(self, e: NodeError) {
         match self {
             Command::Expose(.., r) => drop(r.send(Err(e))),
+            Command::Intent(.., r) | Command::Intents(.., r) => drop(r.send(Err(e))),
             Command::Retract(.., r) | Command::Trust(.., r) | Command::Broadcast(.., r) => {
                 drop(r.send(Err(e)));
             }
@@ -446,6 +457,23 @@ impl NodeHandle {
     pub async fn broadcast(&self, space: &Space, message: String) -> Result<EnvelopeId, NodeError> {
         self.call(|r| Command::Broadcast(space.clone(), message, r))
             .await
+    }
+
+    /// States the agent's intent to work on `topic` (strength 0 withdraws it): gossiped to
+    /// the space, counted here. Answers the space's topics as this node sees them.
+    pub async fn intent(
+        &self,
+        space: &Space,
+        topic: String,
+        strength: Score,
+    ) -> Result<Vec<TopicView>, NodeError> {
+        self.call(|r| Command::Intent(space.clone(), topic, strength, r))
+            .await
+    }
+
+    /// The intent topics of `space`, most concentrated first.
+    pub async fn intents(&self, space: &Space) -> Result<Vec<TopicView>, NodeError> {
+        self.call(|r| Command::Intents(space.clone(), r)).await
     }
 
     /// What the node says about itself.

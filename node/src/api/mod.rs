@@ -8,6 +8,7 @@ pub mod coordination;
 pub mod error;
 pub mod governance;
 pub mod http;
+pub mod intents;
 pub mod mesh;
 pub(crate) mod metrics;
 pub mod openapi;

@@ -180,12 +180,13 @@ impl Ctx {
     }
 }
 
-/// Whether an event passes a filter: no patterns pass everything; with patterns, an event
-/// with a key passes if a pattern matches it, and of the keyless ones only broadcasts and
-/// threat signals pass (they concern every agent; merges and trust changes are noise to a
+/// Whether an event passes a filter: no patterns pass everything; with patterns, intent
+/// quorums and role hints always pass (they are addressed to the agent), an event with a
+/// key passes if a pattern matches it, and of the keyless ones only broadcasts and threat
+/// signals pass (they concern every agent; merges and trust changes are noise to a
 /// filtered follower).
 pub(crate) fn matches(patterns: &[Pattern], event: &EventView) -> bool {
-    if patterns.is_empty() {
+    if patterns.is_empty() || matches!(event.kind.as_str(), "intent" | "role") {
         return true;
     }
     match event.key.as_deref().map(str::parse::<Key>) {

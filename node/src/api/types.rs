@@ -678,6 +678,31 @@ impl From<&Event> for EventView {
                 view.about = winner.iter().map(ToString::to_string).collect();
                 ("task", space)
             }
+            EventKind::Intent {
+                space,
+                topic,
+                state,
+                agents,
+                concentration,
+            } => {
+                view.key = Some(topic.clone());
+                view.about = agents.iter().map(ToString::to_string).collect();
+                view.text = Some(format!(
+                    "{state}: {} agents, concentration {concentration:.2}",
+                    agents.len()
+                ));
+                ("intent", space)
+            }
+            EventKind::Role {
+                space,
+                role,
+                subject,
+                reason,
+            } => {
+                view.key = Some(subject.clone());
+                view.text = Some(format!("{role}: {reason}"));
+                ("role", space)
+            }
             _ => ("other", &membrane_protocol::Space::default_space()),
         };
         view.kind = kind.to_owned();

@@ -181,6 +181,8 @@ static VERBS: LazyLock<Vec<VerbSpec>> = LazyLock::new(|| {
         spec::<super::mesh::Propose>(),
         spec::<super::mesh::BuildOn>(),
         spec::<super::mesh::Thread>(),
+        spec::<super::intents::IntentVerb>(),
+        spec::<super::intents::Intents>(),
         spec::<super::governance::Threats>(),
         spec::<super::governance::Quarantine>(),
         spec::<super::governance::Release>(),

@@ -34,6 +34,8 @@ use sha2::Digest;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, trace, warn};
 
+mod intents;
+
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::codec::{MAX_SYNC_MESSAGE_BYTES, Refusal, SyncMessage};
 use super::topics::{self, Channel};
@@ -52,6 +54,12 @@ const PENDING_THREAT_MS: u64 = 5 * 60_000;
 const MAX_PUBLISHED: usize = 4096;
 /// How long a capability ad stays valid.
 const AD_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How often decay is applied to intents: an eighth of the half-life, within 100 ms to 5 s,
+/// so a quorum ends within about 12% of a half-life of when decay ends it.
+fn intent_tick_period(config: &membrane_crdt::intents::Config) -> Duration {
+    Duration::from_millis((config.half_life_ms / 8).clamp(100, 5_000))
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -153,6 +161,8 @@ pub(crate) struct Service<S: Storage> {
     pending_threats: VecDeque<(u64, ThreatSignal)>,
     /// When this node last published about (offender, kind), itself or corroborating.
     published: BTreeMap<(PublicKey, ThreatKind), u64>,
+    /// Intent signals per (space, topic), decaying: quorum sensing.
+    intents: membrane_crdt::intents::Intents,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -166,6 +176,11 @@ impl<S: Storage + Send + 'static> Service<S> {
         events: broadcast::Sender<NodeEvent>,
     ) -> anyhow::Result<Self> {
         let keypair = options.keypair.clone();
+        options
+            .intents
+            .validate()
+            .map_err(|e| anyhow::anyhow!("intent settings: {e}"))?;
+        let intents = options.intents.clone();
         let immune_store = immune::ImmuneStore::for_storage(&storage)?;
         let defences = Defences::open(&keypair, immune_store, now_ms())?;
         let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
@@ -207,6 +222,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             defences,
             pending_threats: VecDeque::new(),
             published: BTreeMap::new(),
+            intents: membrane_crdt::intents::Intents::new(intents),
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -337,6 +353,8 @@ impl<S: Storage + Send + 'static> Service<S> {
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(self.options.anti_entropy);
         tick.tick().await;
+        let mut intent_tick = tokio::time::interval(intent_tick_period(&self.options.intents));
+        intent_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.publish_ad();
         loop {
             tokio::select! {
@@ -348,6 +366,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.anti_entropy();
                     self.immune_tick();
                 }
+                _ = intent_tick.tick() => self.intent_tick(),
             }
             self.forward_medium_events();
         }
@@ -391,6 +410,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 | Command::Query(..)
                 | Command::Search(..)
                 | Command::Broadcast(..)
+                | Command::Intent(..)
                 | Command::Coordination(..)
                 | Command::Verification(..)
         )
@@ -508,6 +528,12 @@ impl<S: Storage + Send + 'static> Service<S> {
             }
             Command::Broadcast(space, message, reply) => {
                 let _ = reply.send(self.broadcast(space, message));
+            }
+            Command::Intent(space, topic, strength, reply) => {
+                let _ = reply.send(self.intent(space, topic, strength));
+            }
+            Command::Intents(space, reply) => {
+                let _ = reply.send(self.intent_topics(&space));
             }
             Command::Status(reply) => {
                 let _ = reply.send(Ok(Status {
@@ -1552,8 +1578,12 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
             }
             Channel::Intents => {
+                // Paused: nothing crosses in.
+                if self.defences.paused() {
+                    return;
+                }
                 if let Ok(intent) = envelope.open::<Intent>() {
-                    trace!(agent = %author, topic = %intent.topic, "intent");
+                    self.on_intent(&intent, author);
                 }
             }
             Channel::Broadcasts => {
