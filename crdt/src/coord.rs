@@ -745,6 +745,111 @@ pub fn discover(snapshot: &Snapshot, need: &str) -> Vec<Candidate> {
     out
 }
 
+/// A role the medium suggests for an agent, with the reason. Hints are derived, never
+/// assigned: every node computes its own agent's from what it sees.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoleHint {
+    /// `coordinate`, `fill_gap` or `mediate`.
+    pub role: &'static str,
+    /// What it is about: a swarm slug, a task id or a key.
+    pub subject: String,
+    /// Why, in a sentence.
+    pub reason: String,
+}
+
+/// Entries (not coordination records) each agent holds that are relevant to `text`, by
+/// the search index: the owners of the best matches among the newest live entries.
+fn context_by_owner(index: &Index, text: &str) -> BTreeMap<PublicKey, usize> {
+    let mut out = BTreeMap::new();
+    for hit in index.search_index().search(text, 256) {
+        let Some(entry) = index.entry(&hit.id) else {
+            continue;
+        };
+        if entry.body().key.as_str().starts_with(PREFIX)
+            || index.is_retracted(&hit.id)
+            || !index.is_newest(entry)
+        {
+            continue;
+        }
+        *out.entry(*entry.owner()).or_default() += 1;
+    }
+    out
+}
+
+/// *Coordinate*: in each active swarm `me` belongs to, `me` holds the most entries relevant
+/// to the swarm's name and capability among its members (ties to the lowest id).
+pub fn coordinate_hints(index: &Index, snapshot: &Snapshot, me: &PublicKey) -> Vec<RoleHint> {
+    let mut out = Vec::new();
+    for swarm in snapshot.swarms.values() {
+        if swarm.state != SwarmState::Active || !swarm.members.contains(me) {
+            continue;
+        }
+        let text = format!("{} {}", swarm.spec.name, swarm.spec.capability);
+        let context = context_by_owner(index, &text);
+        let held = |who: &PublicKey| context.get(who).copied().unwrap_or(0);
+        // Members are in id order, so max_by_key's last-wins would pick the highest id.
+        let best = swarm
+            .members
+            .iter()
+            .rev()
+            .max_by_key(|who| held(who))
+            .copied();
+        let mine = held(me);
+        if best == Some(*me) && mine > 0 {
+            let total: usize = swarm.members.iter().map(held).sum();
+            out.push(RoleHint {
+                role: "coordinate",
+                subject: swarm.slug.clone(),
+                reason: format!(
+                    "you hold {mine} of the {total} entries relevant to swarm {} among its \
+                     {} members, the most",
+                    swarm.slug,
+                    swarm.members.len()
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// Tasks with no taker that `me` could take: open, unclaimed, not posted by `me`, needing
+/// a capability on `me`'s card; with the time each was posted.
+pub fn gaps(index: &Index, snapshot: &Snapshot, me: &PublicKey) -> Vec<(String, u64, String)> {
+    let Some(card) = snapshot.cards.get(me) else {
+        return Vec::new();
+    };
+    snapshot
+        .tasks
+        .values()
+        .filter(|t| {
+            t.state == TaskState::Open
+                && t.claims.is_empty()
+                && t.poster != *me
+                && card.has(&t.capability)
+        })
+        .filter_map(|t| {
+            let posted = index.entry(&t.entry)?.created_at_ms();
+            Some((t.id.clone(), posted, t.capability.clone()))
+        })
+        .collect()
+}
+
+/// *Mediate*: a conflict between other owners on an entry `me` can see.
+pub fn mediate_hint(conflict: &crate::Conflict, me: &PublicKey) -> Option<RoleHint> {
+    if conflict.owners.contains(me) || conflict.owners.len() < 2 {
+        return None;
+    }
+    Some(RoleHint {
+        role: "mediate",
+        subject: conflict.key.to_string(),
+        reason: format!(
+            "{} owners disagree on {} and you are not one of them",
+            conflict.owners.len(),
+            conflict.key
+        ),
+    })
+}
+
 #[cfg(test)]
 mod intent_slug_tests {
     use super::*;

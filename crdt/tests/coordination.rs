@@ -391,6 +391,93 @@ fn kinds_and_verified_filter_queries_and_searches() {
     assert!(query(&rs[0], &verified).is_empty() && search(&rs[0], &verified).is_empty());
 }
 
+#[test]
+fn role_hints_follow_context_gaps_and_conflicts() {
+    let mut rs = five();
+    // A review swarm the reviewer and the editor join; the reviewer holds more of the
+    // relevant knowledge.
+    let slug = coord::slug("Final Review").unwrap();
+    let spec =
+        serde_json::json!({"name": "Final Review", "capability": "reviewing", "threshold": 2});
+    write(&mut rs[0], &coord::swarm_key(&slug), spec, NOW + 1);
+    for i in [3, 4] {
+        let me = *rs[i].me();
+        write(
+            &mut rs[i],
+            &coord::member_key(&slug, &me),
+            serde_json::json!({}),
+            NOW + 2,
+        );
+    }
+    let note = |r: &mut Replica, key: &str, text: &str| {
+        r.expose(
+            &space(),
+            Draft::new(key.parse().unwrap(), text, Some(Tier::Public)),
+            NOW + 3,
+        )
+        .unwrap();
+    };
+    note(
+        &mut rs[3],
+        "notes.a",
+        "final review checklist for reviewing drafts",
+    );
+    note(&mut rs[3], "notes.b", "reviewing the final figures");
+    note(&mut rs[4], "notes.c", "a final review of the intro");
+    note(&mut rs[2], "notes.d", "final review style guide");
+    sync_all(&mut rs, &space());
+    let hints = |r: &Replica| {
+        let index = r.index(&space()).unwrap();
+        coord::coordinate_hints(index, &coord::snapshot(index, NOW + 5), r.me())
+    };
+    let reviewer = hints(&rs[3]);
+    assert_eq!(reviewer.len(), 1, "{reviewer:?}");
+    assert_eq!(
+        (reviewer[0].role, reviewer[0].subject.as_str()),
+        ("coordinate", "final-review")
+    );
+    assert!(
+        reviewer[0].reason.contains("2 of the 3"),
+        "{}",
+        reviewer[0].reason
+    );
+    // The editor holds less; the writer holds some but is not a member.
+    assert!(hints(&rs[4]).is_empty() && hints(&rs[2]).is_empty());
+
+    // A task for writing, posted by the orchestrator: a gap for the writer only, until
+    // someone claims it.
+    post_task(&mut rs[0], "draft-brief", "writing");
+    sync_all(&mut rs, &space());
+    let gaps = |r: &Replica| {
+        let index = r.index(&space()).unwrap();
+        coord::gaps(index, &coord::snapshot(index, NOW + 10), r.me())
+    };
+    let writer = gaps(&rs[2]);
+    assert_eq!(writer.len(), 1);
+    assert_eq!(
+        (writer[0].0.as_str(), writer[0].2.as_str()),
+        ("draft-brief", "writing")
+    );
+    assert!(gaps(&rs[0]).is_empty() && gaps(&rs[3]).is_empty());
+    claim(&mut rs[2], "draft-brief", 1, NOW + 11);
+    sync_all(&mut rs, &space());
+    assert!(gaps(&rs[2]).is_empty());
+
+    // The researcher and the writer disagree on a key: the others may mediate.
+    note(&mut rs[1], "findings.rate", "3.7 mm/yr");
+    note(&mut rs[2], "findings.rate", "3.2 mm/yr");
+    sync_all(&mut rs, &space());
+    let all: Pattern = "findings.**".parse().unwrap();
+    let conflicts = rs[0].conflicts(&space(), &all);
+    assert_eq!(conflicts.len(), 1);
+    let hint = coord::mediate_hint(&conflicts[0], rs[0].me()).unwrap();
+    assert_eq!(
+        (hint.role, hint.subject.as_str()),
+        ("mediate", "findings.rate")
+    );
+    assert!(coord::mediate_hint(&conflicts[0], rs[1].me()).is_none());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

@@ -393,3 +393,118 @@ fn discover_help_offers_and_threads_across_five_nodes() {
     let text = orchestrator.cli_ok(&["thread", &root_id]);
     assert!(text.contains("    ["), "{text}");
 }
+
+fn role_events(node: &NodeProcess) -> Vec<Value> {
+    node.cli_json(&["events", "--no-follow", "--limit", "1000"])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "role")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn role_hints_reach_the_agents_the_medium_points_at() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = five_nodes(root.path());
+    let [orchestrator, researcher, writer, reviewer, editor] = &nodes[..] else {
+        unreachable!()
+    };
+    let followers: Vec<Follower> = nodes
+        .iter()
+        .map(|n| Follower::start(n, &["--since", "0"]))
+        .collect();
+    let role = |i: usize, role: &str, subject: &str| {
+        followers[i].wait(&format!("{role} hint for {subject} at node {i}"), |e| {
+            e["type"] == "role"
+                && e["key"] == subject
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("{role}:")))
+        })
+    };
+
+    // Mediate: the researcher and the writer disagree on a key the others can see.
+    researcher.cli_json(&["expose", "findings.rate", "3.7 mm/yr", "--tier", "public"]);
+    writer.cli_json(&["expose", "findings.rate", "3.2 mm/yr", "--tier", "public"]);
+    for i in [0, 3, 4] {
+        let hint = role(i, "mediate", "findings.rate");
+        assert!(
+            hint["text"].as_str().unwrap().contains("2 owners disagree"),
+            "{hint}"
+        );
+    }
+
+    // Fill gap: a writing task nobody claims reaches the writer (the only writer) after a
+    // few seconds.
+    let posted =
+        orchestrator.cli_json(&["task-post", "Draft the brief", "--capability", "writing"]);
+    let task = posted["task"].as_str().unwrap().to_owned();
+    let hint = role(2, "fill_gap", &task);
+    assert!(
+        hint["text"].as_str().unwrap().contains("needs writing"),
+        "{hint}"
+    );
+
+    // Coordinate: in an active review swarm, the member holding the most relevant entries.
+    for (node, key, text) in [
+        (
+            reviewer,
+            "notes.checklist",
+            "final review checklist for reviewing drafts",
+        ),
+        (reviewer, "notes.figures", "reviewing the final figures"),
+        (editor, "notes.intro", "a final review of the intro"),
+    ] {
+        node.cli_json(&["expose", key, text, "--tier", "public"]);
+    }
+    for node in [reviewer, editor] {
+        eventually(node, "the three review notes", || {
+            node.cli_json(&["query", "notes.*"])["hits"]
+                .as_array()
+                .is_some_and(|h| h.len() == 3)
+        });
+    }
+    orchestrator.cli_json(&[
+        "swarm-create",
+        "Final Review",
+        "--capability",
+        "reviewing",
+        "--threshold",
+        "2",
+    ]);
+    for node in [reviewer, editor] {
+        eventually(node, "the swarm", || {
+            swarm_at(node, "final-review") != Value::Null
+        });
+    }
+    editor.cli_json(&["swarm-join", "final-review"]);
+    reviewer.cli_json(&["swarm-join", "final-review"]);
+    let hint = role(3, "coordinate", "final-review");
+    assert!(
+        hint["text"].as_str().unwrap().contains("2 of the 3"),
+        "{hint}"
+    );
+    // Everyone has seen the activation by now (the hint follows it): the editor, the
+    // researcher and the writer got no coordinate hint; the owners in conflict got no
+    // mediate hint; only the writer got the fill-gap hint.
+    for node in &nodes {
+        eventually(node, "the active swarm", || {
+            swarm_at(node, "final-review")["state"] == "active"
+        });
+    }
+    let subjects = |node: &NodeProcess| -> Vec<String> {
+        role_events(node)
+            .iter()
+            .map(|e| e["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(subjects(researcher), Vec::<String>::new());
+    assert_eq!(subjects(writer), vec![task.clone()]);
+    assert_eq!(subjects(editor), vec!["findings.rate".to_owned()]);
+    assert_eq!(subjects(orchestrator), vec!["findings.rate".to_owned()]);
+    let mut reviewer_subjects = subjects(reviewer);
+    reviewer_subjects.sort();
+    assert_eq!(reviewer_subjects, vec!["final-review", "findings.rate"]);
+}

@@ -35,6 +35,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, trace, warn};
 
 mod intents;
+mod roles;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::codec::{MAX_SYNC_MESSAGE_BYTES, Refusal, SyncMessage};
@@ -163,6 +164,8 @@ pub(crate) struct Service<S: Storage> {
     published: BTreeMap<(PublicKey, ThreatKind), u64>,
     /// Intent signals per (space, topic), decaying: quorum sensing.
     intents: membrane_crdt::intents::Intents,
+    /// Role hints given and gaps watched.
+    roles: roles::Roles,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -223,6 +226,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             pending_threats: VecDeque::new(),
             published: BTreeMap::new(),
             intents: membrane_crdt::intents::Intents::new(intents),
+            roles: roles::Roles::default(),
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -366,7 +370,10 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.anti_entropy();
                     self.immune_tick();
                 }
-                _ = intent_tick.tick() => self.intent_tick(),
+                _ = intent_tick.tick() => {
+                    self.intent_tick();
+                    self.role_tick();
+                }
             }
             self.forward_medium_events();
         }
@@ -692,8 +699,13 @@ impl<S: Storage + Send + 'static> Service<S> {
     /// and logs an event for each swarm or task whose state changed since the last check.
     fn coordination_events(&mut self) {
         let mut touched = BTreeSet::new();
+        let mut conflicts = Vec::new();
         for event in self.medium.events_since(self.last_event) {
             let (space, key) = match &event.kind {
+                EventKind::Conflict { space, conflict } => {
+                    conflicts.push((space.clone(), conflict.clone()));
+                    continue;
+                }
                 EventKind::Exposed { space, key, .. }
                 | EventKind::Retracted { space, key, .. }
                 | EventKind::Arrived { space, key, .. }
@@ -706,6 +718,9 @@ impl<S: Storage + Send + 'static> Service<S> {
         }
         if !touched.is_empty() {
             self.check_coordination(touched, true);
+        }
+        for (space, conflict) in conflicts {
+            self.role_on_conflict(&space, &conflict);
         }
     }
 
@@ -762,6 +777,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.note(note);
                 }
             }
+            self.roles_after(&space, &snapshot, log);
         }
     }
 
