@@ -168,6 +168,9 @@ pub struct TaskSpec {
     /// Higher first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// The swarm (slug) it was posted to, whose record as a team it counts toward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
 }
 
 /// A claim's payload.
@@ -278,6 +281,21 @@ pub struct Task {
     pub state: TaskState,
     /// Claims ignored, and why.
     pub refused: Vec<(PublicKey, String)>,
+    /// The swarm it was posted to.
+    pub swarm: Option<String>,
+}
+
+/// A swarm's record as a team: the tasks posted to it that ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    /// The swarm.
+    pub swarm: String,
+    /// Its members (the last ones, if it dissolved).
+    pub members: Vec<PublicKey>,
+    /// Tasks posted to it and completed.
+    pub completed: u32,
+    /// Tasks posted to it and failed.
+    pub failed: u32,
 }
 
 /// Verdicts on one entry.
@@ -304,6 +322,8 @@ pub struct Snapshot {
     pub tasks: BTreeMap<String, Task>,
     /// What each agent has done (with [`DEFAULT_VERIFIERS`] as k).
     pub standings: BTreeMap<PublicKey, Standing>,
+    /// Swarms that ended at least one task posted to them, by slug.
+    pub teams: BTreeMap<String, Team>,
 }
 
 fn live_newest<'a>(index: &'a Index, prefix: &str) -> Vec<&'a Entry> {
@@ -524,6 +544,7 @@ pub fn task(index: &Index, cards: &BTreeMap<PublicKey, Card>, id: &str) -> Optio
         winner,
         state,
         refused,
+        swarm: spec.swarm,
     })
 }
 
@@ -557,9 +578,54 @@ pub fn snapshot(index: &Index, now_ms: u64) -> Snapshot {
         swarms,
         tasks,
         standings: BTreeMap::new(),
+        teams: BTreeMap::new(),
     };
     snapshot.standings = standings(index, &snapshot, DEFAULT_VERIFIERS);
+    snapshot.teams = teams(&snapshot);
     snapshot
+}
+
+/// Each swarm's record as a team, from the tasks posted to it.
+fn teams(snapshot: &Snapshot) -> BTreeMap<String, Team> {
+    let mut out: BTreeMap<String, Team> = BTreeMap::new();
+    for task in snapshot.tasks.values() {
+        let Some(swarm) = task.swarm.as_ref().and_then(|s| snapshot.swarms.get(s)) else {
+            continue;
+        };
+        let (completed, failed) = match task.state {
+            TaskState::Completed { .. } => (1, 0),
+            TaskState::Failed { .. } => (0, 1),
+            _ => continue,
+        };
+        let team = out.entry(swarm.slug.clone()).or_insert_with(|| Team {
+            swarm: swarm.slug.clone(),
+            members: swarm.members.clone(),
+            completed: 0,
+            failed: 0,
+        });
+        team.completed += completed;
+        team.failed += failed;
+    }
+    out
+}
+
+/// How well `agent` has worked in teams with any of `with` (itself excluded): twice the
+/// Laplace-smoothed share of completed tasks over the swarms that held both, in (0, 2];
+/// 1 when they never shared a team that ended a task.
+pub fn teamwork(snapshot: &Snapshot, agent: &PublicKey, with: &[PublicKey]) -> f64 {
+    let (mut done, mut failed) = (0_u32, 0_u32);
+    for team in snapshot.teams.values() {
+        if team.members.contains(agent)
+            && with.iter().any(|w| w != agent && team.members.contains(w))
+        {
+            done += team.completed;
+            failed += team.failed;
+        }
+    }
+    if done + failed == 0 {
+        return 1.0;
+    }
+    2.0 * (1.0 + f64::from(done)) / (2.0 + f64::from(done) + f64::from(failed))
 }
 
 /// The verdicts on `target` as `reader` sees them: verified with at least `k` verifiers
@@ -693,12 +759,20 @@ pub struct Candidate {
     pub text_match: f64,
     /// The standing factor for that capability.
     pub standing: f64,
+    /// How well it worked in teams with the agents it would join ([`teamwork`]).
+    pub teamwork: f64,
 }
 
 /// Agents ranked for a need: the best-matching capability on each card (by the share of
 /// the need's words it covers, stemmed) times the agent's standing for that capability.
 /// Agents with no matching word are left out.
 pub fn discover(snapshot: &Snapshot, need: &str) -> Vec<Candidate> {
+    discover_with(snapshot, need, &[])
+}
+
+/// [`discover`] for a team of `with`: each candidate's score is also weighted by its
+/// [`teamwork`] with them, so combinations that completed tasks together come first.
+pub fn discover_with(snapshot: &Snapshot, need: &str, with: &[PublicKey]) -> Vec<Candidate> {
     let need: BTreeSet<String> = crate::search::tokenize(need).into_iter().collect();
     if need.is_empty() {
         return Vec::new();
@@ -732,13 +806,15 @@ pub fn discover(snapshot: &Snapshot, need: &str) -> Vec<Candidate> {
             .map_or(Standing::default().weight(Some(&capability)), |s| {
                 s.weight(Some(&capability))
             });
+        let teamwork = teamwork(snapshot, agent, with);
         out.push(Candidate {
             agent: *agent,
             name: card.name.clone(),
             capability,
-            score: text_match * standing,
+            score: text_match * standing * teamwork,
             text_match,
             standing,
+            teamwork,
         });
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.agent.cmp(&b.agent)));

@@ -566,6 +566,77 @@ fn discover_ranks_by_card_words_and_track_record() {
 }
 
 #[test]
+fn teams_that_completed_tasks_together_rank_first() {
+    let mut rs = five();
+    let (writer, reviewer, editor) = (*rs[2].me(), *rs[3].me(), *rs[4].me());
+    // Two pairs: the writer with the editor, the writer with the reviewer.
+    for (slug, partner) in [("pair-a", 4), ("pair-b", 3)] {
+        let spec = serde_json::json!({"name": slug, "capability": "*", "threshold": 2});
+        write(&mut rs[0], &coord::swarm_key(slug), spec, NOW);
+        for i in [2, partner] {
+            let me = *rs[i].me();
+            write(
+                &mut rs[i],
+                &coord::member_key(slug, &me),
+                serde_json::json!({}),
+                NOW + 1,
+            );
+        }
+    }
+    // Writing tasks posted to each pair; the writer wins them all, so standings in
+    // reviewing stay equal: pair a completes two, pair b fails one.
+    let post = |r: &mut Replica, id: &str, swarm: &str| {
+        let spec = serde_json::json!({
+            "description": "draft", "capability": "writing", "swarm": swarm
+        });
+        write(r, &coord::task_key(id), spec, NOW + 2);
+    };
+    post(&mut rs[0], "a1", "pair-a");
+    post(&mut rs[0], "a2", "pair-a");
+    post(&mut rs[0], "b1", "pair-b");
+    post(&mut rs[0], "loose", "no-such-swarm");
+    sync_all(&mut rs, &space());
+    for (id, status) in [("a1", "completed"), ("a2", "completed"), ("b1", "failed")] {
+        claim(&mut rs[2], id, 1, NOW + 3);
+        write(
+            &mut rs[2],
+            &coord::outcome_key(id, &writer),
+            serde_json::json!({"status": status, "result": "x"}),
+            NOW + 4,
+        );
+    }
+    sync_all(&mut rs, &space());
+    let snap = snapshot(&rs[0], NOW + 5);
+    assert_eq!(snap.tasks["a1"].swarm.as_deref(), Some("pair-a"));
+    let a = &snap.teams["pair-a"];
+    assert_eq!((a.completed, a.failed), (2, 0));
+    let b = &snap.teams["pair-b"];
+    assert_eq!((b.completed, b.failed), (0, 1));
+    assert_eq!(
+        snap.teams.len(),
+        2,
+        "a task posted to no known swarm counts for no team"
+    );
+    assert!((coord::teamwork(&snap, &editor, &[writer]) - 1.5).abs() < 1e-9);
+    assert!((coord::teamwork(&snap, &reviewer, &[writer]) - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(coord::teamwork(&snap, &editor, &[reviewer]), 1.0);
+    assert_eq!(coord::teamwork(&snap, &writer, &[writer]), 1.0);
+    // Without a team the two reviewers tie (lowest id first); for the writer's team, the
+    // editor, who completed tasks with the writer, comes first.
+    let ids = |with: &[membrane_protocol::PublicKey]| -> Vec<_> {
+        coord::discover_with(&snap, "review a draft", with)
+            .iter()
+            .map(|c| c.agent)
+            .filter(|a| *a == reviewer || *a == editor)
+            .collect()
+    };
+    let mut tie = vec![reviewer, editor];
+    tie.sort();
+    assert_eq!(ids(&[]), tie);
+    assert_eq!(ids(&[writer]), vec![editor, reviewer]);
+}
+
+#[test]
 fn a_slot_naming_someone_else_counts_for_nothing() {
     let mut rs = five();
     write(

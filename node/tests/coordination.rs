@@ -392,6 +392,78 @@ fn discover_help_offers_and_threads_across_five_nodes() {
     assert_eq!(depths, [0, 1, 2]);
     let text = orchestrator.cli_ok(&["thread", &root_id]);
     assert!(text.contains("    ["), "{text}");
+
+    // Teams: the orchestrator and the editor pair up in a swarm that gets a task done; from
+    // then on the orchestrator's discover puts the editor before the other reviewer, and
+    // naming the reviewer as the team instead brings back the tie.
+    orchestrator.cli_json(&[
+        "swarm-create",
+        "Pair",
+        "--capability",
+        "*",
+        "--threshold",
+        "2",
+    ]);
+    eventually(editor, "the pair swarm", || {
+        swarm_at(editor, "pair") != Value::Null
+    });
+    orchestrator.cli_json(&["swarm-join", "pair"]);
+    editor.cli_json(&["swarm-join", "pair"]);
+    let bad = orchestrator.cli(&[
+        "task-post",
+        "x",
+        "--capability",
+        "writing",
+        "--swarm",
+        "nope",
+    ]);
+    assert!(!bad.status.success());
+    let task = orchestrator.cli_json(&[
+        "task-post",
+        "Draft the summary",
+        "--capability",
+        "writing",
+        "--swarm",
+        "pair",
+    ]);
+    assert_eq!(task["swarm"], "pair");
+    let task = task["task"].as_str().unwrap().to_owned();
+    eventually(writer, "the pair's task", || {
+        task_at(writer, &task) != Value::Null
+    });
+    writer.cli_json(&["task-claim", &task]);
+    writer.cli_json(&["task-complete", &task, "summary drafted"]);
+    eventually(orchestrator, "the pair's task completed", || {
+        task_at(orchestrator, &task)["state"] == "completed"
+    });
+    eventually(orchestrator, "both pair members", || {
+        swarm_at(orchestrator, "pair")["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
+    });
+    let ranked = |extra: &[&str]| -> Vec<(String, f64)> {
+        let mut args = vec!["discover", "review the draft for accuracy"];
+        args.extend_from_slice(extra);
+        orchestrator.cli_json(&args)["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap().to_owned(),
+                    a["teamwork"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mine = ranked(&[]);
+    // One task completed together: 2 × (1 + 1) / (2 + 1).
+    assert_eq!(mine[0].0, "editor", "{mine:?}");
+    assert!((mine[0].1 - 4.0 / 3.0).abs() < 1e-9, "{mine:?}");
+    assert_eq!(mine[1], ("reviewer".to_owned(), 1.0), "{mine:?}");
+    let reviewer_id = reviewer.peer_id();
+    let theirs = ranked(&["--with", &reviewer_id]);
+    assert!(theirs[..2].iter().all(|(_, t)| *t == 1.0), "{theirs:?}");
 }
 
 fn role_events(node: &NodeProcess) -> Vec<Value> {

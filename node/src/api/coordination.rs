@@ -192,6 +192,9 @@ pub struct TaskView {
     /// Claims that count nowhere, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// The swarm it was posted to (its outcome counts toward that team's record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
 }
 
 fn task_view(t: &coord::Task) -> TaskView {
@@ -218,6 +221,7 @@ fn task_view(t: &coord::Task) -> TaskView {
             .iter()
             .map(|(who, why)| format!("{who}: {why}"))
             .collect(),
+        swarm: t.swarm.clone(),
     }
 }
 
@@ -297,6 +301,10 @@ pub struct TaskPostRequest {
     /// Higher first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// The swarm working on it, if any: its outcome then counts toward that team's record,
+    /// which `discover` uses to prefer teams that worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
 }
 
 /// A request naming a task.
@@ -620,11 +628,21 @@ impl Verb for TaskPost {
             "t{}",
             short_id(&format!("{}|{now}|{}", ctx.node.id(), req.description))
         );
+        let swarm = match req.swarm.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) => {
+                let slug = slug_of(name)?;
+                let snap = snapshot(ctx, &space).await?;
+                find_swarm(&snap, &slug)?;
+                Some(slug)
+            }
+        };
         let spec = coord::TaskSpec {
             description: req.description,
             capability: req.capability.trim().to_owned(),
             reward: req.reward,
             priority: req.priority,
+            swarm,
         };
         let value = serde_json::to_value(&spec).unwrap_or_default();
         write(

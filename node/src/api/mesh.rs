@@ -19,7 +19,7 @@ use super::coordination::write;
 use super::error::ApiError;
 use super::state::{Ctx, now_ms};
 use super::types::EntryView;
-use super::verbs::{Verb, parse_key, short, short_id, short_peer};
+use super::verbs::{Verb, parse_key, parse_peer, short, short_id, short_peer};
 use crate::node::NodeEvent;
 
 /// Longest a `help` may stay open.
@@ -56,7 +56,14 @@ pub struct DiscoverRequest {
     /// At most this many agents [default: 5].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// The team so far (peer ids): agents who completed tasks in swarms with them rank
+    /// higher [default: you].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
+
+/// Most team members `discover` weighs teamwork against.
+const MAX_TEAM: usize = 64;
 
 /// An agent that may help.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +80,9 @@ pub struct CandidateView {
     pub text_match: f64,
     /// Track record for that capability (tasks completed vs failed, verified entries).
     pub standing: f64,
+    /// How well it did in swarms with the team (`with`): above 1 for teams that completed
+    /// tasks together, below 1 for teams that failed, 1 if they never shared one.
+    pub teamwork: f64,
 }
 
 /// Agents ranked for a need.
@@ -89,7 +99,8 @@ impl Verb for Discover {
     const SUMMARY: &'static str = "Find the agents best placed to help with a need.";
     const DESCRIPTION: &'static str = "Ranks agents by how well their signed capability \
         cards match the need's words, times their track record for that capability (tasks \
-        completed vs failed, entries others verified). Use it before posting a task or \
+        completed vs failed, entries others verified), times how well they worked in swarms \
+        with you (or the team you name in with). Use it before posting a task or \
         asking for help. About 40 tokens per agent.";
     const EXAMPLE: &'static str = "membrane discover 'review a draft brief for accuracy'";
     const READ_ONLY: bool = true;
@@ -101,7 +112,16 @@ impl Verb for Discover {
         let space = ctx.space(req.space.as_deref())?;
         let snap = ctx.node.coordination(&space).await?;
         let limit = req.limit.unwrap_or(5).clamp(1, 100) as usize;
-        let agents = coord::discover(&snap, &req.need)
+        let with = if req.with.is_empty() {
+            vec![*ctx.node.id()]
+        } else {
+            req.with
+                .iter()
+                .take(MAX_TEAM)
+                .map(|p| parse_peer(p))
+                .collect::<Result<_, _>>()?
+        };
+        let agents = coord::discover_with(&snap, &req.need, &with)
             .into_iter()
             .take(limit)
             .map(|c| CandidateView {
@@ -111,6 +131,7 @@ impl Verb for Discover {
                 score: c.score,
                 text_match: c.text_match,
                 standing: c.standing,
+                teamwork: c.teamwork,
             })
             .collect();
         Ok(DiscoverResponse { agents })
