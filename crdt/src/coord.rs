@@ -580,7 +580,7 @@ pub fn snapshot(index: &Index, now_ms: u64) -> Snapshot {
         standings: BTreeMap::new(),
         teams: BTreeMap::new(),
     };
-    snapshot.standings = standings(index, &snapshot, DEFAULT_VERIFIERS);
+    snapshot.standings = standings(index, &snapshot, DEFAULT_VERIFIERS, now_ms);
     snapshot.teams = teams(&snapshot);
     snapshot
 }
@@ -658,13 +658,22 @@ pub fn verification(
     out
 }
 
+/// Half-life of a task outcome's weight in an agent's standing: old successes and
+/// failures fade, so standing follows what an agent does now.
+pub const STANDING_HALF_LIFE_MS: u64 = 14 * 24 * 3600 * 1000;
+
 /// What an agent has done, as the medium records it: the basis of its reputation.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Standing {
     /// Tasks it won and completed, by capability.
     pub completed: BTreeMap<String, u32>,
     /// Tasks it won and failed, by capability.
     pub failed: BTreeMap<String, u32>,
+    /// Completed tasks by capability, each weighted by its age (half-life
+    /// [`STANDING_HALF_LIFE_MS`]): what [`Standing::weight`] counts.
+    pub recent_completed: BTreeMap<String, f64>,
+    /// Failed tasks by capability, weighted by age likewise.
+    pub recent_failed: BTreeMap<String, f64>,
     /// Its entries that at least `k` other agents verified.
     pub verified: u32,
     /// Its entries that someone disputed.
@@ -675,13 +684,13 @@ impl Standing {
     /// A factor in (0, 2]: the Laplace-smoothed success rate on `capability` (all
     /// capabilities when `None`), nudged up by verified entries and down by disputed ones.
     pub fn weight(&self, capability: Option<&str>) -> f64 {
-        let count = |m: &BTreeMap<String, u32>| -> f64 {
+        let count = |m: &BTreeMap<String, f64>| -> f64 {
             match capability {
-                Some(c) => f64::from(m.get(c).copied().unwrap_or(0)),
-                None => m.values().map(|v| f64::from(*v)).sum(),
+                Some(c) => m.get(c).copied().unwrap_or(0.0),
+                None => m.values().sum(),
             }
         };
-        let (done, failed) = (count(&self.completed), count(&self.failed));
+        let (done, failed) = (count(&self.recent_completed), count(&self.recent_failed));
         let success = (1.0 + done) / (2.0 + done + failed);
         let evidence =
             1.0 + 0.05 * f64::from(self.verified.min(10)) - 0.05 * f64::from(self.disputed.min(10));
@@ -691,22 +700,35 @@ impl Standing {
 
 /// Every agent's standing in the space: task outcomes (the winner's, per the task's
 /// capability) and verdicts on its entries.
-pub fn standings(index: &Index, snapshot: &Snapshot, k: usize) -> BTreeMap<PublicKey, Standing> {
+pub fn standings(
+    index: &Index,
+    snapshot: &Snapshot,
+    k: usize,
+    now_ms: u64,
+) -> BTreeMap<PublicKey, Standing> {
     let mut out: BTreeMap<PublicKey, Standing> = BTreeMap::new();
     for task in snapshot.tasks.values() {
         let Some(winner) = task.winner else { continue };
+        let completed = match task.state {
+            TaskState::Completed { .. } => true,
+            TaskState::Failed { .. } => false,
+            _ => continue,
+        };
+        // The outcome's age, by the winner's signed outcome record.
+        let at = live_newest(index, &outcome_key(&task.id, &winner))
+            .into_iter()
+            .find(|e| e.owner() == &winner)
+            .map_or(now_ms, Entry::created_at_ms);
+        let age = now_ms.saturating_sub(at) as f64;
+        let weight = 0.5_f64.powf(age / STANDING_HALF_LIFE_MS as f64);
         let standing = out.entry(winner).or_default();
-        match task.state {
-            TaskState::Completed { .. } => {
-                *standing
-                    .completed
-                    .entry(task.capability.clone())
-                    .or_default() += 1;
-            }
-            TaskState::Failed { .. } => {
-                *standing.failed.entry(task.capability.clone()).or_default() += 1;
-            }
-            _ => {}
+        let capability = task.capability.clone();
+        if completed {
+            *standing.completed.entry(capability.clone()).or_default() += 1;
+            *standing.recent_completed.entry(capability).or_default() += weight;
+        } else {
+            *standing.failed.entry(capability.clone()).or_default() += 1;
+            *standing.recent_failed.entry(capability).or_default() += weight;
         }
     }
     let mut verdicts: BTreeMap<String, (BTreeSet<PublicKey>, bool)> = BTreeMap::new();

@@ -563,6 +563,20 @@ fn discover_ranks_by_card_words_and_track_record() {
     assert_eq!(found[0].capability, "reviewing");
     // Nobody's card speaks of cooking.
     assert!(coord::discover(&snap, "cook a risotto").is_empty());
+    // Outcomes fade: ten half-lives on, both are back near neutral (1), the counts kept.
+    let later = snapshot(&rs[0], NOW + 10 * coord::STANDING_HALF_LIFE_MS);
+    let weight = |s: &coord::Snapshot, who| s.standings[who].weight(Some("reviewing"));
+    let (good, bad) = (weight(&snap, &reviewer), weight(&snap, &editor));
+    let (good_later, bad_later) = (weight(&later, &reviewer), weight(&later, &editor));
+    assert!(
+        good > good_later && good_later > 1.0 && good_later < 1.01,
+        "{good} {good_later}"
+    );
+    assert!(
+        bad < bad_later && bad_later < 1.0 && bad_later > 0.99,
+        "{bad} {bad_later}"
+    );
+    assert_eq!(later.standings[&reviewer].completed["reviewing"], 1);
 }
 
 #[test]
