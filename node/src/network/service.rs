@@ -998,6 +998,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             self.drop_peer_sessions(peer);
             return Some(Refusal::Rejected);
         }
+        let mut applied = 0;
         for frame in frames {
             let content = content_hash(frame);
             if self.defences.is_replayed(&content, now_ms()) {
@@ -1017,6 +1018,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             match self.medium.sync_receive(&key, frame) {
                 Ok(report) if report.rejected.is_empty() => {
                     self.metrics.changes_applied.inc_by(report.applied as u64);
+                    applied += report.applied;
                     if report.records > 0 {
                         let context = ThreatContext::space(doc.space.clone());
                         self.observe(
@@ -1067,7 +1069,29 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
             }
         }
+        if applied > 0 {
+            self.pass_on(peer, doc);
+        }
         None
+    }
+
+    /// Offers what just arrived from `from` to every other connected peer that may hold
+    /// `doc`. A heads announcement can outrun the change it names (the relay forwards the
+    /// gossip before it has synced), so a peer that pulled from the relay too early would
+    /// otherwise wait for anti-entropy; pushing on merge carries the change hop by hop.
+    /// Automerge sends nothing to a peer its sync state says already has everything.
+    fn pass_on(&mut self, from: PeerId, doc: &DocId) {
+        for peer in self.connected.clone() {
+            if peer == from {
+                continue;
+            }
+            let Ok(key) = PublicKey::from_peer_id(&peer) else {
+                continue;
+            };
+            if self.medium.docs_for_peer(&doc.space, &key).contains(doc) {
+                self.start_sync(peer, doc.clone(), false);
+            }
+        }
     }
 
     fn drop_peer_sessions(&mut self, peer: PeerId) {
