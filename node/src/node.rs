@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
+use membrane_crdt::EventKind;
 use membrane_crdt::{Draft, Event, Exposed, QueryAnswer, SearchAnswer, Storage};
-use membrane_immune::{AuditRecord, Override};
+use membrane_immune::{AuditEvent, AuditRecord, Override};
 use membrane_protocol::cost::TokenCounter;
 use membrane_protocol::permeability::Reader;
 use membrane_protocol::signals::{Capability, ThreatSignal};
@@ -58,6 +59,8 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// The agent API's address, for `node.json` (the API itself is served by the binary).
     pub api: Option<String>,
+    /// The immune layer's settings (reputation, detectors, quorum, breakers).
+    pub immune: membrane_immune::Config,
 }
 
 impl NodeOptions {
@@ -79,6 +82,7 @@ impl NodeOptions {
             medium: membrane_crdt::Config::default(),
             data_dir: None,
             api: None,
+            immune: membrane_immune::Config::default(),
         }
     }
 }
@@ -201,6 +205,9 @@ pub enum NodeError {
          writes, sync) until it is resumed (membrane resume)"
     )]
     Paused,
+    /// A delegation circuit breaker refused: tasks routed there failed too often lately.
+    #[error("{0}")]
+    Blocked(membrane_immune::Blocked),
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -231,6 +238,20 @@ pub(crate) enum Command {
     Pause(bool, Option<String>, Reply<Vec<AuditRecord>>),
     Audit(u64, usize, Reply<AuditPage>),
     PublishThreat(ThreatSignal, Reply<()>),
+    Governance(Governance),
+}
+
+/// Governance requests of the API: what it audits, and the delegation breakers.
+#[derive(Debug)]
+pub(crate) enum Governance {
+    /// Append these audit records (crossings, budget charges), not flushed, and log these
+    /// events for the agent (budget warnings).
+    Record(Vec<AuditEvent>, Vec<EventKind>, Reply<Vec<AuditRecord>>),
+    /// Admit a delegation to an agent for a capability, taking a half-open trial, or say
+    /// which breaker blocks it ([`NodeError::Blocked`]).
+    Admit(PublicKey, String, Reply<()>),
+    /// Whether a delegation would be admitted now, without taking a trial.
+    Blocks(PublicKey, String, Reply<Option<membrane_immune::Blocked>>),
 }
 
 impl Command {
@@ -490,6 +511,40 @@ impl NodeHandle {
     /// Up to `limit` audit records from index `since` on, verified on read.
     pub async fn audit(&self, since: u64, limit: usize) -> Result<AuditPage, NodeError> {
         self.call(|r| Command::Audit(since, limit, r)).await
+    }
+
+    /// Appends audit records written on the API's side (an answer's crossing decisions,
+    /// budget charges) and logs events for the agent; answers with the records.
+    pub async fn record(
+        &self,
+        audit: Vec<AuditEvent>,
+        events: Vec<EventKind>,
+    ) -> Result<Vec<AuditRecord>, NodeError> {
+        self.call(|r| Command::Governance(Governance::Record(audit, events, r)))
+            .await
+    }
+
+    /// Admits a delegation to `agent` for `capability` through the circuit breakers
+    /// (taking the one trial of a half-open breaker), or refuses with
+    /// [`NodeError::Blocked`] naming the breaker.
+    pub async fn admit_delegation(
+        &self,
+        agent: PublicKey,
+        capability: &str,
+    ) -> Result<(), NodeError> {
+        self.call(|r| Command::Governance(Governance::Admit(agent, capability.to_owned(), r)))
+            .await
+    }
+
+    /// The breaker that would block a delegation to `agent` for `capability` now, if one
+    /// would (no trial is taken).
+    pub async fn delegation_blocked(
+        &self,
+        agent: PublicKey,
+        capability: &str,
+    ) -> Result<Option<membrane_immune::Blocked>, NodeError> {
+        self.call(|r| Command::Governance(Governance::Blocks(agent, capability.to_owned(), r)))
+            .await
     }
 
     /// Seals and publishes an arbitrary threat signal as this node, with no check at all:

@@ -40,6 +40,8 @@ use super::topics::{self, Channel};
 use crate::immune::{self, Defences, Outcome};
 use crate::node::{Command, NodeError, NodeEvent, NodeOptions, PeerInfo, Status, own_reader};
 
+mod governance;
+
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
 /// Peers discovered through the DHT are dialled while fewer than this many are connected.
@@ -57,6 +59,15 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An entry a defence left out of an answer, for the audit log.
+fn withheld(entry: &membrane_protocol::Entry, why: &str) -> membrane_crdt::Withheld {
+    membrane_crdt::Withheld {
+        key: entry.body().key.clone(),
+        owner: *entry.owner(),
+        reason: why.to_owned(),
+    }
 }
 
 fn capability_key(capability: &str) -> RecordKey {
@@ -153,6 +164,8 @@ pub(crate) struct Service<S: Storage> {
     pending_threats: VecDeque<(u64, ThreatSignal)>,
     /// When this node last published about (offender, kind), itself or corroborating.
     published: BTreeMap<(PublicKey, ThreatKind), u64>,
+    /// Task outcomes fed to the breakers and conflicts escalated so far.
+    governance: crate::governance::Governance,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -167,7 +180,7 @@ impl<S: Storage + Send + 'static> Service<S> {
     ) -> anyhow::Result<Self> {
         let keypair = options.keypair.clone();
         let immune_store = immune::ImmuneStore::for_storage(&storage)?;
-        let defences = Defences::open(&keypair, immune_store, now_ms())?;
+        let defences = Defences::open(&keypair, immune_store, options.immune.clone(), now_ms())?;
         let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
             .map_err(|e| anyhow::anyhow!("opening the medium: {e}"))?;
         for space in &options.spaces {
@@ -207,6 +220,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             defences,
             pending_threats: VecDeque::new(),
             published: BTreeMap::new(),
+            governance: crate::governance::Governance::default(),
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -369,6 +383,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             .sum();
         self.metrics.entries.set(entries as i64);
         self.coordination_events();
+        self.escalate_conflicts();
         let new: Vec<_> = self.medium.events_since(self.last_event).to_vec();
         for event in new {
             self.last_event = event.seq;
@@ -436,9 +451,20 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .map(|mut answer| {
                         // Quarantined and banned owners' entries are kept (for audit) but
                         // never shown: they count as hidden.
-                        let before = answer.hits.len();
-                        answer.hits.retain(|e| !self.defences.hides(e.owner(), now));
-                        answer.hidden += before - answer.hits.len();
+                        let hits = std::mem::take(&mut answer.hits);
+                        let tokens = std::mem::take(&mut answer.hit_tokens);
+                        for (entry, tokens) in hits.into_iter().zip(tokens) {
+                            match self.defences.hides(entry.owner(), now) {
+                                Some(why) => {
+                                    answer.hidden += 1;
+                                    answer.withheld.push(withheld(&entry, why));
+                                }
+                                None => {
+                                    answer.hits.push(entry);
+                                    answer.hit_tokens.push(tokens);
+                                }
+                            }
+                        }
                         answer
                     });
                 let _ = reply.send(result);
@@ -449,9 +475,13 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .search(&reader, &space, &text, max_tokens, now)
                     .map_err(err)
                     .map(|mut answer| {
-                        answer
-                            .hits
-                            .retain(|h| !self.defences.hides(h.entry.owner(), now));
+                        let hits = std::mem::take(&mut answer.hits);
+                        for hit in hits {
+                            match self.defences.hides(hit.entry.owner(), now) {
+                                Some(why) => answer.withheld.push(withheld(&hit.entry, why)),
+                                None => answer.hits.push(hit),
+                            }
+                        }
                         answer.total_tokens = answer.hits.iter().map(|h| u64::from(h.tokens)).sum();
                         answer
                     });
@@ -606,6 +636,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             Command::PublishThreat(signal, reply) => {
                 let _ = reply.send(self.publish_raw_threat(&signal));
             }
+            Command::Governance(command) => self.on_governance(command),
             Command::FindProviders(capability, reply) => {
                 match self.swarm.behaviour_mut().kad.as_mut() {
                     Some(kad) => {
@@ -736,6 +767,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.note(note);
                 }
             }
+            self.govern_coordination(&space, &snapshot, log);
         }
     }
 
