@@ -48,19 +48,90 @@ pub enum CrossingDecision {
     Denied,
 }
 
-/// One entry's crossing decision within an answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry's crossing decision within an answer, as the node builds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crossed {
     /// The entry's key.
     pub key: String,
     /// Its owner.
-    #[serde(default, with = "crate::text::opt_peer")]
-    pub owner: Option<PublicKey>,
+    pub owner: PublicKey,
+    /// The decision.
+    pub decision: CrossingDecision,
+    /// Why (for hidden and denied).
+    pub reason: Option<String>,
+}
+
+/// One entry's decision as an [`AuditEvent::Answer`] stores it, under its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryDecision {
+    /// The entry's key.
+    pub key: String,
     /// The decision.
     pub decision: CrossingDecision,
     /// Why (for hidden and denied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// The decisions on one owner's entries within an answer. Grouping by owner writes each
+/// owner's id once per record: turning a key into its PeerId text (and back, when the log
+/// is verified) costs more than the rest of an entry's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerDecisions {
+    /// The owner.
+    #[serde(with = "crate::text::peer")]
+    pub owner: PublicKey,
+    /// Its entries' decisions, in the answer's order.
+    pub entries: Vec<EntryDecision>,
+}
+
+impl AuditEvent {
+    /// The record of one answer: `decisions` grouped by owner (owners in key order).
+    pub fn answer(
+        verb: &str,
+        space: &str,
+        request: &str,
+        tokens: u64,
+        decisions: impl IntoIterator<Item = Crossed>,
+    ) -> Self {
+        let mut by_owner: std::collections::BTreeMap<PublicKey, Vec<EntryDecision>> =
+            std::collections::BTreeMap::new();
+        for d in decisions {
+            by_owner.entry(d.owner).or_default().push(EntryDecision {
+                key: d.key,
+                decision: d.decision,
+                reason: d.reason,
+            });
+        }
+        Self::Answer {
+            verb: verb.to_owned(),
+            space: space.to_owned(),
+            request: cut(request, MAX_AUDIT_REQUEST_BYTES),
+            tokens,
+            decisions: by_owner
+                .into_iter()
+                .map(|(owner, entries)| OwnerDecisions { owner, entries })
+                .collect(),
+        }
+    }
+
+    /// An answer's decisions, one per entry (empty for other events).
+    pub fn crossings(&self) -> Vec<Crossed> {
+        match self {
+            Self::Answer { decisions, .. } => decisions
+                .iter()
+                .flat_map(|o| {
+                    o.entries.iter().map(|e| Crossed {
+                        key: e.key.clone(),
+                        owner: o.owner,
+                        decision: e.decision,
+                        reason: e.reason.clone(),
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// What a received threat report's evidence showed.
@@ -134,8 +205,8 @@ pub enum AuditEvent {
         request: String,
         /// Tokens of what crossed (or would have, when refused).
         tokens: u64,
-        /// Each entry's decision.
-        decisions: Vec<Crossed>,
+        /// Each entry's decision, grouped by owner.
+        decisions: Vec<OwnerDecisions>,
     },
     /// The operator paused (or resumed) every crossing in and out.
     Pause {
@@ -576,26 +647,32 @@ mod tests {
                 key: BreakerKey::Agent(peer(6)),
                 transition: Transition::Opened { until_ms: 9 },
             },
-            AuditEvent::Answer {
-                verb: "query".into(),
-                space: "climate".into(),
-                request: "notes.*".into(),
-                tokens: 42,
-                decisions: vec![
+            AuditEvent::answer(
+                "query",
+                "climate",
+                "notes.*",
+                42,
+                [
                     Crossed {
                         key: "notes.a".into(),
-                        owner: Some(peer(2)),
+                        owner: peer(2),
                         decision: CrossingDecision::Visible,
                         reason: None,
                     },
                     Crossed {
                         key: "notes.b".into(),
-                        owner: Some(peer(3)),
+                        owner: peer(3),
                         decision: CrossingDecision::Hidden,
                         reason: Some("its owner is quarantined".into()),
                     },
+                    Crossed {
+                        key: "notes.c".into(),
+                        owner: peer(2),
+                        decision: CrossingDecision::Denied,
+                        reason: Some("trust".into()),
+                    },
                 ],
-            },
+            ),
             AuditEvent::Pause {
                 paused: true,
                 reason: Some("drill".into()),
@@ -652,6 +729,40 @@ mod tests {
         assert_eq!(
             verify_chain(&records, &peer(9)),
             Err(AuditError::BadSignature { index: 0 })
+        );
+    }
+
+    #[test]
+    fn an_answer_groups_decisions_by_owner_and_gives_them_back() {
+        let event = &events()[8];
+        let AuditEvent::Answer { decisions, .. } = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(decisions.len(), 2, "two owners");
+        assert_eq!(decisions[0].entries.len() + decisions[1].entries.len(), 3);
+        let back = event.crossings();
+        let mut keys: Vec<&str> = back.iter().map(|c| c.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["notes.a", "notes.b", "notes.c"]);
+        assert!(back.iter().any(|c| c.key == "notes.c"
+            && c.owner == peer(2)
+            && c.decision == CrossingDecision::Denied));
+        let json = serde_json::to_string(event).unwrap();
+        assert_eq!(json.matches(&peer(2).to_string()).count(), 1, "{json}");
+        // The request is cut at a character boundary.
+        let long = "é".repeat(MAX_AUDIT_REQUEST_BYTES);
+        let AuditEvent::Answer { request, .. } = AuditEvent::answer("search", "s", &long, 0, [])
+        else {
+            panic!()
+        };
+        assert_eq!(request.len(), MAX_AUDIT_REQUEST_BYTES);
+        assert_eq!(
+            AuditEvent::Pause {
+                paused: true,
+                reason: None
+            }
+            .crossings(),
+            []
         );
     }
 

@@ -45,7 +45,7 @@ mod testutil;
 
 pub use audit::{
     AuditError, AuditEvent, AuditLog, AuditRecord, ChainVerifier, Crossed, CrossingDecision,
-    Verdict, verify_chain,
+    EntryDecision, OwnerDecisions, Verdict, verify_chain,
 };
 pub use breaker::{Blocked, Breaker, BreakerKey, BreakerState, Transition};
 pub use config::{Config, ConfigError};

@@ -175,9 +175,7 @@ async fn wait_audit(node: &NodeHandle, what: &str, want: impl Fn(&AuditEvent) ->
 fn answers(log: &[AuditRecord]) -> Vec<(String, Vec<Crossed>)> {
     log.iter()
         .filter_map(|r| match &r.event {
-            AuditEvent::Answer {
-                verb, decisions, ..
-            } => Some((verb.clone(), decisions.clone())),
+            AuditEvent::Answer { verb, .. } => Some((verb.clone(), r.event.crossings())),
             _ => None,
         })
         .collect()
@@ -458,24 +456,21 @@ async fn every_crossing_decision_is_audited_with_why() {
     let all = answers(&log);
     let (verb, query) = &all[0];
     assert_eq!(verb, "query");
-    let seen: BTreeMap<&str, (CrossingDecision, Option<&str>, Option<PublicKey>)> = query
+    let seen: BTreeMap<&str, (CrossingDecision, Option<&str>, PublicKey)> = query
         .iter()
         .map(|d| (d.key.as_str(), (d.decision, d.reason.as_deref(), d.owner)))
         .collect();
     assert_eq!(
         seen,
         BTreeMap::from([
-            ("notes.a", (CrossingDecision::Visible, None, Some(*a.id()))),
-            (
-                "notes.b_public",
-                (CrossingDecision::Visible, None, Some(*b.id()))
-            ),
+            ("notes.a", (CrossingDecision::Visible, None, *a.id())),
+            ("notes.b_public", (CrossingDecision::Visible, None, *b.id())),
             (
                 "notes.b_private",
                 (
                     CrossingDecision::Hidden,
                     Some("private to its owner"),
-                    Some(*b.id())
+                    *b.id()
                 )
             ),
             (
@@ -483,7 +478,7 @@ async fn every_crossing_decision_is_audited_with_why() {
                 (
                     CrossingDecision::Hidden,
                     Some("its owner is quarantined"),
-                    Some(*c.id())
+                    *c.id()
                 )
             ),
             (
@@ -494,7 +489,7 @@ async fn every_crossing_decision_is_audited_with_why() {
                         .iter()
                         .find(|d| d.key == "notes.b_trusted")
                         .and_then(|d| d.reason.as_deref()),
-                    Some(*b.id())
+                    *b.id()
                 )
             ),
         ])

@@ -536,8 +536,13 @@ fn render_record(r: &AuditRecordView) -> String {
     let kind = text(&e["type"]);
     let (who, why) = match kind.as_str() {
         "answer" => {
-            let decisions = e["decisions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-            let count = |d: &str| decisions.iter().filter(|x| x["decision"] == d).count();
+            let entries: Vec<&Value> = e["decisions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|o| o["entries"].as_array().into_iter().flatten())
+                .collect();
+            let count = |d: &str| entries.iter().filter(|x| x["decision"] == d).count();
             (
                 format!(
                     "{} {:?} in {}",
@@ -703,6 +708,37 @@ mod tests {
             .and_then(serde_json::from_value)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(render_record(&view), format!("#0 7 ban {peer}: operator"));
+        let answer = log
+            .append(
+                8,
+                membrane_immune::AuditEvent::answer(
+                    "query",
+                    "gov",
+                    "notes.*",
+                    12,
+                    [
+                        membrane_immune::CrossingDecision::Visible,
+                        membrane_immune::CrossingDecision::Hidden,
+                        membrane_immune::CrossingDecision::Visible,
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, decision)| membrane_immune::Crossed {
+                        key: format!("notes.n{i}"),
+                        owner: peer,
+                        decision,
+                        reason: None,
+                    }),
+                ),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer_view: AuditRecordView = serde_json::to_value(&answer)
+            .and_then(serde_json::from_value)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            render_record(&answer_view),
+            "#1 8 answer query \"notes.*\" in gov: 2 visible, 1 hidden, 0 denied, 12 tokens"
+        );
         let back: AuditRecord = serde_json::to_value(&view)
             .and_then(serde_json::from_value)
             .unwrap_or_else(|e| panic!("{e}"));

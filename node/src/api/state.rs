@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use membrane_crdt::EventKind;
-use membrane_immune::audit::{AuditEvent, MAX_AUDIT_REQUEST_BYTES, cut};
+use membrane_immune::audit::AuditEvent;
 use membrane_immune::{Crossed, CrossingDecision};
 use membrane_protocol::cost::{BudgetState, TokenCounter};
 use membrane_protocol::{Key, Pattern, PublicKey, Space};
@@ -148,7 +148,6 @@ impl Ctx {
         let now = now_ms();
         let space = answer.space;
         let checked = lock(&self.ledger).check(space, answer.tokens, now);
-        let request = cut(answer.request, MAX_AUDIT_REQUEST_BYTES);
         let mut decisions = answer.decisions;
         if let Err(refusal) = checked {
             self.metrics.budget_refusals.inc();
@@ -159,13 +158,13 @@ impl Ctx {
                     d.reason = Some(why.clone());
                 }
             }
-            let event = AuditEvent::Answer {
-                verb: answer.verb.to_owned(),
-                space: space.to_string(),
-                request,
-                tokens: answer.tokens,
+            let event = AuditEvent::answer(
+                answer.verb,
+                space.as_str(),
+                answer.request,
+                answer.tokens,
                 decisions,
-            };
+            );
             self.node.record(vec![event], Vec::new()).await?;
             return Err(ApiError::budget(&refusal));
         }
@@ -177,13 +176,13 @@ impl Ctx {
                 space: space.to_string(),
             })
             .inc_by(answer.tokens);
-        let mut audit = vec![AuditEvent::Answer {
-            verb: answer.verb.to_owned(),
-            space: space.to_string(),
-            request,
-            tokens: answer.tokens,
+        let mut audit = vec![AuditEvent::answer(
+            answer.verb,
+            space.as_str(),
+            answer.request,
+            answer.tokens,
             decisions,
-        }];
+        )];
         let mut events = Vec::new();
         for c in &charged {
             self.export_state(&c.scope, &c.state);

@@ -423,7 +423,7 @@ fn render_entry(e: &EntryView) -> String {
 pub(crate) fn visible(key: &Key, owner: &PublicKey) -> Crossed {
     Crossed {
         key: key.to_string(),
-        owner: Some(*owner),
+        owner: *owner,
         decision: CrossingDecision::Visible,
         reason: None,
     }
@@ -432,7 +432,7 @@ pub(crate) fn visible(key: &Key, owner: &PublicKey) -> Crossed {
 fn hidden(w: &membrane_crdt::Withheld) -> Crossed {
     Crossed {
         key: w.key.to_string(),
-        owner: Some(w.owner),
+        owner: w.owner,
         decision: CrossingDecision::Hidden,
         reason: Some(w.reason.clone()),
     }
@@ -487,7 +487,7 @@ impl Verb for Query {
                     &d.reason;
                 Crossed {
                     key: view.key.clone(),
-                    owner: Some(*owner),
+                    owner: *owner,
                     decision: CrossingDecision::Denied,
                     reason: Some(view.reason.clone()),
                 }
