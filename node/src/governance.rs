@@ -159,17 +159,23 @@ fn card_ad(space: &Space, card: Option<&Card>) -> Option<CapabilityAd> {
 
 impl Governance {
     /// The task outcomes in `snapshot` not fed before, oldest first (by the outcome's
-    /// signing time), as observations for the breakers. With `feed` false they are only
-    /// remembered: at start, history is not news.
+    /// signing time), as observations for the breakers; only of the tasks in `touched`
+    /// (whose records just arrived) if given. With `feed` false they are only remembered:
+    /// at start, history is not news.
     pub(crate) fn outcomes(
         &mut self,
         space: &Space,
         snapshot: &Snapshot,
         index: &Index,
+        touched: Option<&BTreeSet<String>>,
         feed: bool,
     ) -> Vec<Observation> {
         let mut found = Vec::new();
-        for task in snapshot.tasks.values() {
+        let tasks = snapshot
+            .tasks
+            .values()
+            .filter(|t| touched.is_none_or(|ids| ids.contains(&t.id)));
+        for task in tasks {
             let (Some(winner), success) = (
                 task.winner,
                 matches!(task.state, TaskState::Completed { .. }),
@@ -205,6 +211,20 @@ impl Governance {
         }
         found.sort_by_key(|(at, _)| *at);
         found.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// The tasks of `space` with a record (the task, a claim, an outcome) among `events`.
+    pub(crate) fn touched_tasks(
+        events: &[Event],
+        space: &Space,
+        me: &PublicKey,
+    ) -> BTreeSet<String> {
+        new_keys(events, space, me, false)
+            .filter_map(|(key, _)| {
+                let rest = key.as_str().strip_prefix("coord.tasks.")?;
+                Some(rest.split('.').next()?.to_owned())
+            })
+            .collect()
     }
 
     /// Claims and joins among the records that just arrived in `space` that the snapshot
@@ -385,6 +405,42 @@ mod tests {
         assert!(r.insert(1));
         assert!(!r.insert(3));
         assert_eq!(r.set.len(), 2);
+    }
+
+    #[test]
+    fn touched_tasks_are_those_with_a_record_among_the_events() {
+        let me = membrane_protocol::Keypair::from_seed(&[1; 32]).public();
+        let other = membrane_protocol::Keypair::from_seed(&[2; 32]).public();
+        let space: Space = "s".parse().unwrap();
+        let elsewhere: Space = "t".parse().unwrap();
+        let arrived = |space: &Space, key: &str| Event {
+            seq: 1,
+            kind: EventKind::Arrived {
+                space: space.clone(),
+                id: EnvelopeId([0; 32]),
+                key: key.parse().unwrap(),
+                owner: other,
+                tier: membrane_protocol::Tier::Public,
+            },
+        };
+        let events = [
+            arrived(&space, "coord.tasks.t1"),
+            arrived(&space, &coord::outcome_key("t2", &other)),
+            arrived(&space, "coord.swarms.ward"),
+            arrived(&space, "notes.t3"),
+            arrived(&elsewhere, "coord.tasks.t4"),
+            Event {
+                seq: 2,
+                kind: EventKind::Exposed {
+                    space: space.clone(),
+                    id: EnvelopeId([0; 32]),
+                    key: coord::claim_key("t5", &me).parse().unwrap(),
+                    tier: membrane_protocol::Tier::Public,
+                },
+            },
+        ];
+        let touched = Governance::touched_tasks(&events, &space, &me);
+        assert_eq!(touched.into_iter().collect::<Vec<_>>(), ["t1", "t2", "t5"]);
     }
 
     #[test]

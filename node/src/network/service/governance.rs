@@ -53,12 +53,21 @@ impl<S: Storage + Send + 'static> Service<S> {
     /// already in the medium are only remembered.
     pub(super) fn govern_coordination(&mut self, space: &Space, snapshot: &Snapshot, live: bool) {
         let me = self.me();
+        let events = if live {
+            self.fresh_events()
+        } else {
+            Vec::new()
+        };
         let Some(index) = self.medium.index(space) else {
             return;
         };
-        let outcomes = self.governance.outcomes(space, snapshot, index, live);
+        // Live, only the tasks whose records just arrived can have a new outcome (or a
+        // new winner); at start, every task's is remembered.
+        let touched = live.then(|| Rules::touched_tasks(&events, space, &me));
+        let outcomes = self
+            .governance
+            .outcomes(space, snapshot, index, touched.as_ref(), live);
         let (violations, disputes) = if live {
-            let events = self.fresh_events();
             let trust = self.medium.trust(space);
             let index = self.medium.index(space);
             let violations = Rules::violations(space, snapshot, &events, &me);
@@ -81,13 +90,15 @@ impl<S: Storage + Send + 'static> Service<S> {
 
     /// Escalates the contradicting facts among the events not yet forwarded.
     pub(super) fn escalate_conflicts(&mut self) {
-        let events = self.fresh_events();
-        if !events
+        if !self
+            .medium
+            .events_since(self.last_event)
             .iter()
             .any(|e| matches!(e.kind, membrane_crdt::EventKind::Conflict { .. }))
         {
             return;
         }
+        let events = self.fresh_events();
         let medium = &self.medium;
         let escalations = self
             .governance
