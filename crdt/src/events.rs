@@ -168,6 +168,33 @@ pub enum EventKind {
         /// The conflict.
         conflict: Conflict,
     },
+    /// Something needs the agent's (and its operator's) attention: facts of different
+    /// owners contradict each other on one key, or an entry verified by others was
+    /// disputed. Written by the node, which also audits it.
+    Escalation {
+        /// Space.
+        space: Space,
+        /// The contested key.
+        key: Key,
+        /// The entries involved.
+        entries: Vec<EnvelopeId>,
+        /// Their owners (for a dispute: the entry's owner, then the disputers).
+        owners: Vec<PublicKey>,
+        /// What the conflict is, in words.
+        reason: String,
+    },
+    /// A `warn` token budget was spent in its window: answers still cross. Written by
+    /// the node.
+    Budget {
+        /// The space of the answer that spent it.
+        space: Space,
+        /// `agent` (the agent's own budget) or `space` (the space's).
+        scope: String,
+        /// Tokens used in the window.
+        used: u64,
+        /// The window's limit.
+        limit: u64,
+    },
     /// A peer's change was refused.
     Rejected {
         /// Space.

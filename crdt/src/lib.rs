@@ -33,6 +33,6 @@ pub use events::{Event, EventKind};
 pub use index::Conflict;
 pub use medium::{
     Config, Draft, Error, Exposed, Filter, Medium, QueryAnswer, SearchAnswer, SearchHit, SyncError,
-    SyncReport,
+    SyncReport, Withheld,
 };
 pub use storage::{MemoryStorage, Storage};

@@ -29,8 +29,8 @@ mod sync;
 
 use crate::storage::{Batch, Storage};
 pub use query::{
-    Denial, Filter, QueryAnswer, SEARCH_CANDIDATES, SearchAnswer, SearchHit, render_hit,
-    search_candidates,
+    Denial, Filter, QueryAnswer, SEARCH_CANDIDATES, SearchAnswer, SearchHit, Withheld, hidden_text,
+    render_hit, search_candidates,
 };
 pub use sync::{MAX_SYNC_FRAME_BYTES, SyncError, SyncFrame, SyncReport};
 

@@ -118,6 +118,15 @@ fn the_scenario_decides_as_written_over_synced_replicas() {
     assert_eq!(answer.hidden, 1);
     assert!(answer.denied.is_empty());
     assert!(answer.hits.iter().all(|e| !e.body().value.contains("IPCC")));
+    // What was withheld, and why, for the node's audit log: the key, never the value.
+    assert_eq!(answer.withheld.len(), 1);
+    assert_eq!(
+        answer.withheld[0].key.as_str(),
+        "findings.notes_internal",
+        "{:?}",
+        answer.withheld
+    );
+    assert_eq!(answer.withheld[0].reason, "private to its owner");
 
     // 7. writer's trusted drafts.
     for k in ["drafts.intro", "drafts.body", "drafts.outro"] {

@@ -24,6 +24,17 @@ use crate::detectors::{ContentHash, Detection};
 pub const AUDIT_CONTEXT: &[u8] = b"membrane/v1/audit";
 /// The `prev_hash` of the first record.
 pub const GENESIS: [u8; 32] = [0; 32];
+/// Longest request text an [`AuditEvent::Answer`] keeps.
+pub const MAX_AUDIT_REQUEST_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
 
 /// What a crossing decided (the permeability engine's answer for one entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +46,92 @@ pub enum CrossingDecision {
     Hidden,
     /// Refused, with a reason.
     Denied,
+}
+
+/// One entry's crossing decision within an answer, as the node builds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossed {
+    /// The entry's key.
+    pub key: String,
+    /// Its owner.
+    pub owner: PublicKey,
+    /// The decision.
+    pub decision: CrossingDecision,
+    /// Why (for hidden and denied).
+    pub reason: Option<String>,
+}
+
+/// One entry's decision as an [`AuditEvent::Answer`] stores it, under its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryDecision {
+    /// The entry's key.
+    pub key: String,
+    /// The decision.
+    pub decision: CrossingDecision,
+    /// Why (for hidden and denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The decisions on one owner's entries within an answer. Grouping by owner writes each
+/// owner's id once per record: turning a key into its PeerId text (and back, when the log
+/// is verified) costs more than the rest of an entry's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerDecisions {
+    /// The owner.
+    #[serde(with = "crate::text::peer")]
+    pub owner: PublicKey,
+    /// Its entries' decisions, in the answer's order.
+    pub entries: Vec<EntryDecision>,
+}
+
+impl AuditEvent {
+    /// The record of one answer: `decisions` grouped by owner (owners in key order).
+    pub fn answer(
+        verb: &str,
+        space: &str,
+        request: &str,
+        tokens: u64,
+        decisions: impl IntoIterator<Item = Crossed>,
+    ) -> Self {
+        let mut by_owner: std::collections::BTreeMap<PublicKey, Vec<EntryDecision>> =
+            std::collections::BTreeMap::new();
+        for d in decisions {
+            by_owner.entry(d.owner).or_default().push(EntryDecision {
+                key: d.key,
+                decision: d.decision,
+                reason: d.reason,
+            });
+        }
+        Self::Answer {
+            verb: verb.to_owned(),
+            space: space.to_owned(),
+            request: cut(request, MAX_AUDIT_REQUEST_BYTES),
+            tokens,
+            decisions: by_owner
+                .into_iter()
+                .map(|(owner, entries)| OwnerDecisions { owner, entries })
+                .collect(),
+        }
+    }
+
+    /// An answer's decisions, one per entry (empty for other events).
+    pub fn crossings(&self) -> Vec<Crossed> {
+        match self {
+            Self::Answer { decisions, .. } => decisions
+                .iter()
+                .flat_map(|o| {
+                    o.entries.iter().map(|e| Crossed {
+                        key: e.key.clone(),
+                        owner: o.owner,
+                        decision: e.decision,
+                        reason: e.reason.clone(),
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// What a received threat report's evidence showed.
@@ -83,7 +180,7 @@ pub enum AuditEvent {
         #[serde(default)]
         reason: Option<String>,
     },
-    /// Tokens charged to the agent's budget.
+    /// Tokens charged to a budget: the agent's, or a space's.
     BudgetCharge {
         /// Tokens charged.
         tokens: u64,
@@ -93,6 +190,46 @@ pub enum AuditEvent {
         limit: u64,
         /// Whether the charge went over.
         over: bool,
+        /// The space whose budget it is (none: the agent's own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        space: Option<String>,
+    },
+    /// One answer (a query or a search) and every entry's crossing decision in it: what
+    /// crossed into the agent's context, what was withheld and what was refused, and why.
+    Answer {
+        /// `query` or `search`.
+        verb: String,
+        /// The space asked.
+        space: String,
+        /// The pattern or the search text (cut to [`MAX_AUDIT_REQUEST_BYTES`]).
+        request: String,
+        /// Tokens of what crossed (or would have, when refused).
+        tokens: u64,
+        /// Each entry's decision, grouped by owner.
+        decisions: Vec<OwnerDecisions>,
+    },
+    /// The operator paused (or resumed) every crossing in and out.
+    Pause {
+        /// Paused (`true`) or resumed.
+        paused: bool,
+        /// Why, as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A value conflict escalated to the agent: owners' facts disagree on one key, or a
+    /// verified entry was disputed.
+    Conflict {
+        /// The space.
+        space: String,
+        /// The contested key.
+        key: String,
+        /// The entries involved (hex ids).
+        entries: Vec<String>,
+        /// Their owners (for a dispute: the owner, then the disputers).
+        #[serde(with = "crate::text::peers")]
+        owners: Vec<PublicKey>,
+        /// What the conflict is.
+        reason: String,
     },
     /// We detected an offence.
     ThreatDetected {
@@ -363,27 +500,73 @@ pub fn verify_segment(
     prev_hash: [u8; 32],
     first_index: u64,
 ) -> Result<(), AuditError> {
-    let mut prev = prev_hash;
-    for (index, (r, expected)) in records.iter().zip(first_index..).enumerate() {
-        if r.index != expected {
+    let mut verifier = ChainVerifier::after(*key, prev_hash, first_index);
+    records.iter().try_for_each(|r| verifier.push(r))
+}
+
+/// Checks a log one record at a time, as it is read, so a whole log can be verified
+/// without holding it in memory. Errors name the record by its position among those
+/// pushed.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    key: PublicKey,
+    prev: [u8; 32],
+    next_index: u64,
+    pushed: usize,
+}
+
+impl ChainVerifier {
+    /// A verifier for a log from its first record.
+    pub fn new(key: PublicKey) -> Self {
+        Self::after(key, GENESIS, 0)
+    }
+
+    /// A verifier for the records after one with hash `prev_hash`, the first of them at
+    /// index `first_index`.
+    pub fn after(key: PublicKey, prev_hash: [u8; 32], first_index: u64) -> Self {
+        Self {
+            key,
+            prev: prev_hash,
+            next_index: first_index,
+            pushed: 0,
+        }
+    }
+
+    /// Checks the next record: its index, its link to the one before, its hash and its
+    /// signature, in that order. After an error the verifier stays where it was.
+    pub fn push(&mut self, r: &AuditRecord) -> Result<(), AuditError> {
+        let index = self.pushed;
+        if r.index != self.next_index {
             return Err(AuditError::OutOfOrder {
                 index,
                 found: r.index,
-                expected,
+                expected: self.next_index,
             });
         }
-        if r.prev_hash != prev {
+        if r.prev_hash != self.prev {
             return Err(AuditError::BrokenLink { index });
         }
         if record_hash(&r.prev_hash, r.index, r.at_ms, &r.event)? != r.hash {
             return Err(AuditError::HashMismatch { index });
         }
-        if !verify_strict(key, &signed_message(&r.hash), &r.signature) {
+        if !verify_strict(&self.key, &signed_message(&r.hash), &r.signature) {
             return Err(AuditError::BadSignature { index });
         }
-        prev = r.hash;
+        self.prev = r.hash;
+        self.next_index += 1;
+        self.pushed += 1;
+        Ok(())
     }
-    Ok(())
+
+    /// Records verified so far.
+    pub fn verified(&self) -> usize {
+        self.pushed
+    }
+
+    /// The index the next record must carry.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
 }
 
 /// One JSON object per line, each line ending in `\n`.
@@ -433,6 +616,7 @@ mod tests {
                 used: 970,
                 limit: 1_000,
                 over: false,
+                space: None,
             },
             AuditEvent::ThreatDetected {
                 detection: rejected(peer(3), None, [3; 32], Fault::Forged).remove(0),
@@ -463,6 +647,50 @@ mod tests {
                 key: BreakerKey::Agent(peer(6)),
                 transition: Transition::Opened { until_ms: 9 },
             },
+            AuditEvent::answer(
+                "query",
+                "climate",
+                "notes.*",
+                42,
+                [
+                    Crossed {
+                        key: "notes.a".into(),
+                        owner: peer(2),
+                        decision: CrossingDecision::Visible,
+                        reason: None,
+                    },
+                    Crossed {
+                        key: "notes.b".into(),
+                        owner: peer(3),
+                        decision: CrossingDecision::Hidden,
+                        reason: Some("its owner is quarantined".into()),
+                    },
+                    Crossed {
+                        key: "notes.c".into(),
+                        owner: peer(2),
+                        decision: CrossingDecision::Denied,
+                        reason: Some("trust".into()),
+                    },
+                ],
+            ),
+            AuditEvent::Pause {
+                paused: true,
+                reason: Some("drill".into()),
+            },
+            AuditEvent::Conflict {
+                space: "climate".into(),
+                key: "facts.sea_level".into(),
+                entries: vec!["ab".repeat(32), "cd".repeat(32)],
+                owners: vec![peer(2), peer(3)],
+                reason: "facts disagree".into(),
+            },
+            AuditEvent::BudgetCharge {
+                tokens: 5,
+                used: 5,
+                limit: 10,
+                over: false,
+                space: Some("climate".into()),
+            },
         ]
     }
 
@@ -487,6 +715,13 @@ mod tests {
         assert_eq!(text.lines().count(), records.len());
         assert!(text.starts_with(r#"{"index":0,"at_ms":100,"event":{"type":"crossing","#));
         assert!(text.contains(r#""decision":"denied""#));
+        // The agent's budget charge encodes as before space budgets existed, so records
+        // written then still hash (and verify) the same.
+        let line = text.lines().nth(1).unwrap();
+        assert_eq!(
+            &line[line.find("\"event\"").unwrap()..line.find(",\"prev_hash\"").unwrap()],
+            r#""event":{"type":"budget_charge","tokens":120,"used":970,"limit":1000,"over":false}"#
+        );
         let back = from_jsonl(&text).unwrap();
         assert_eq!(back, records);
         assert_eq!(verify_chain(&back, &key), Ok(()));
@@ -494,6 +729,40 @@ mod tests {
         assert_eq!(
             verify_chain(&records, &peer(9)),
             Err(AuditError::BadSignature { index: 0 })
+        );
+    }
+
+    #[test]
+    fn an_answer_groups_decisions_by_owner_and_gives_them_back() {
+        let event = &events()[8];
+        let AuditEvent::Answer { decisions, .. } = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(decisions.len(), 2, "two owners");
+        assert_eq!(decisions[0].entries.len() + decisions[1].entries.len(), 3);
+        let back = event.crossings();
+        let mut keys: Vec<&str> = back.iter().map(|c| c.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["notes.a", "notes.b", "notes.c"]);
+        assert!(back.iter().any(|c| c.key == "notes.c"
+            && c.owner == peer(2)
+            && c.decision == CrossingDecision::Denied));
+        let json = serde_json::to_string(event).unwrap();
+        assert_eq!(json.matches(&peer(2).to_string()).count(), 1, "{json}");
+        // The request is cut at a character boundary.
+        let long = "é".repeat(MAX_AUDIT_REQUEST_BYTES);
+        let AuditEvent::Answer { request, .. } = AuditEvent::answer("search", "s", &long, 0, [])
+        else {
+            panic!()
+        };
+        assert_eq!(request.len(), MAX_AUDIT_REQUEST_BYTES);
+        assert_eq!(
+            AuditEvent::Pause {
+                paused: true,
+                reason: None
+            }
+            .crossings(),
+            []
         );
     }
 
@@ -534,6 +803,10 @@ mod tests {
                 "quoru",
                 "operator",
                 "until_ms\":9",
+                "quarantined",
+                "drill",
+                "disagree",
+                "climate",
             ][target];
             let pos = line.find(at).unwrap_or_else(|| panic!("{at} in {line}"));
             let mut bytes = line.as_bytes().to_vec();
@@ -614,5 +887,21 @@ mod tests {
             verify_segment(&records[3..], &key, records[2].hash, 3),
             Ok(())
         );
+        // Record by record: errors name the position among those pushed, and the
+        // verifier stays at the last good record.
+        let mut v = ChainVerifier::new(key);
+        for r in &dropped[..4] {
+            v.push(r).unwrap();
+        }
+        assert_eq!(
+            v.push(&dropped[4]),
+            Err(AuditError::OutOfOrder {
+                index: 4,
+                found: 5,
+                expected: 4
+            })
+        );
+        assert_eq!((v.verified(), v.next_index()), (4, 4));
+        v.push(&records[4]).unwrap();
     }
 }

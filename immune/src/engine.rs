@@ -531,6 +531,13 @@ impl Immune {
     }
 
     fn tick(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        for (key, transition) in self.breakers.tick(now_ms) {
+            out.push(Action::Breaker {
+                key: key.clone(),
+                transition,
+            });
+            out.push(Action::Audit(AuditEvent::Breaker { key, transition }));
+        }
         for peer in self.memory.prune(now_ms) {
             out.push(Action::Unban(peer));
             out.push(Action::Audit(AuditEvent::Unban {
@@ -754,7 +761,8 @@ impl Immune {
         capability: &str,
         now_ms: u64,
     ) -> Result<(), Blocked> {
-        self.breakers.admit(agent, capability, now_ms)
+        self.breakers
+            .admit(agent, capability, now_ms, &self.config.breaker)
     }
 
     /// Whether a delegation to `agent` for `capability` is blocked, without taking a
@@ -766,6 +774,11 @@ impl Immune {
     /// One breaker's state.
     pub fn breaker(&self, key: &BreakerKey) -> Breaker {
         self.breakers.get(key)
+    }
+
+    /// Every breaker that is not closed with no failures, in key order.
+    pub fn breakers(&self) -> impl Iterator<Item = (&BreakerKey, &Breaker)> {
+        self.breakers.iter()
     }
 
     /// Peers with per-peer state (at most `max_peers`).

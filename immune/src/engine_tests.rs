@@ -765,8 +765,56 @@ fn breakers_through_the_engine() {
     assert!(im.delegation_blocked(agent, "search", 100));
     assert!(im.admit_delegation(peer(6), "code", 100).is_err());
     assert_eq!(im.admit_delegation(peer(6), "search", 100), Ok(()));
+    // The tick after the cooldown says the breakers are half-open (and audits it).
+    assert_eq!(im.on_event(Observation::Tick, 60_001), vec![]);
+    let half = im.on_event(Observation::Tick, 60_002);
+    assert_eq!(
+        half,
+        vec![
+            Action::Breaker {
+                key: BreakerKey::Agent(agent),
+                transition: Transition::HalfOpen
+            },
+            Action::Audit(AuditEvent::Breaker {
+                key: BreakerKey::Agent(agent),
+                transition: Transition::HalfOpen
+            }),
+            Action::Breaker {
+                key: BreakerKey::Capability("code".into()),
+                transition: Transition::HalfOpen
+            },
+            Action::Audit(AuditEvent::Breaker {
+                key: BreakerKey::Capability("code".into()),
+                transition: Transition::HalfOpen
+            }),
+        ]
+    );
+    assert_eq!(im.breakers().count(), 2);
     assert_eq!(im.admit_delegation(agent, "code", 60_002), Ok(()));
     assert!(im.admit_delegation(agent, "code", 60_003).is_err());
+    // The trial succeeds: both close, and are forgotten.
+    let closed = im.on_event(
+        Observation::TaskOutcome {
+            agent,
+            capability: "code".into(),
+            success: true,
+        },
+        60_004,
+    );
+    assert_eq!(
+        closed
+            .iter()
+            .filter(|a| matches!(
+                a,
+                Action::Breaker {
+                    transition: Transition::Closed,
+                    ..
+                }
+            ))
+            .count(),
+        2
+    );
+    assert_eq!(im.breakers().count(), 0);
     // Failing tasks are not offences.
     assert_eq!(im.reputation(&agent, 60_003), 0.0);
 }

@@ -43,8 +43,11 @@ mod types;
 #[cfg(test)]
 mod testutil;
 
-pub use audit::{AuditError, AuditEvent, AuditLog, AuditRecord, Verdict, verify_chain};
-pub use breaker::{Blocked, BreakerKey, BreakerState};
+pub use audit::{
+    AuditError, AuditEvent, AuditLog, AuditRecord, ChainVerifier, Crossed, CrossingDecision,
+    EntryDecision, OwnerDecisions, Verdict, verify_chain,
+};
+pub use breaker::{Blocked, Breaker, BreakerKey, BreakerState, Transition};
 pub use config::{Config, ConfigError};
 pub use detectors::{CapabilityAct, ContentHash, Detection, Fault, content_hash};
 pub use engine::Immune;

@@ -118,6 +118,22 @@ pub(crate) mod opt_peer {
     }
 }
 
+/// `#[serde(with = "peers")]` for `Vec<PublicKey>`.
+pub(crate) mod peers {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(keys: &[PublicKey], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(ToString::to_string))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PublicKey>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|t| t.parse().map_err(D::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,7 +122,8 @@ pub enum Observation {
         /// Whether it succeeded.
         success: bool,
     },
-    /// Time passed: expire bans and quarantines, prune old reports.
+    /// Time passed: expire bans and quarantines, prune old reports, move breakers whose
+    /// cooldown ended to half-open.
     Tick,
     /// An operator decided.
     Operator(Override),

@@ -38,6 +38,7 @@
 //! | `--intent-quorum` | — | `intent_quorum` | `3` |
 //! | `--intent-half-life` | — | `intent_half_life_secs` | `60` |
 //! | `--intent-swarms` | — | `intent_swarms` | off |
+//! | `--space-budget` | — | `space_budgets` | none |
 //!
 //! An environment variable that is set but empty counts as unset. A relative `data_dir` in
 //! a config file is relative to the file's directory; a leading `~` is the home directory.
@@ -70,6 +71,13 @@
 //! intent_half_life_secs = 60
 //! intent_swarms = true
 //!
+//! # A token budget of its own for a space (each a window of its own), on top of the
+//! # agent's: `--space-budget climate-brief=50000/3600/warn` on the command line.
+//! [space_budgets.climate-brief]
+//! tokens = 50000
+//! window_secs = 3600
+//! action = "warn"
+//!
 //! [capabilities]
 //! fact_check = "Checks claims against cited sources"
 //! ```
@@ -77,6 +85,7 @@
 //! `capabilities` may also be a list: `capabilities = [{ name = "fact_check",
 //! description = "…" }]`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -124,6 +133,8 @@ pub const MAX_LISTEN: usize = 16;
 pub const MAX_BOOTSTRAP: usize = 64;
 /// Most spaces a node joins, `default` included (each costs four gossip topics).
 pub const MAX_SPACES: usize = 64;
+/// A budget's window when none is given: an hour.
+pub const DEFAULT_BUDGET_WINDOW_SECS: u64 = 3600;
 
 const LISTEN_EXAMPLE: &str = "e.g. /ip4/127.0.0.1/tcp/4001";
 const BOOTSTRAP_EXAMPLE: &str = "e.g. /dns4/boot.example.org/tcp/4001/p2p/12D3KooW…";
@@ -230,6 +241,11 @@ pub struct NodeArgs {
     /// when they decay below
     #[arg(long)]
     pub intent_swarms: bool,
+    /// A token budget for one space, on top of the agent's: tokens per window, the window
+    /// in seconds (0: never resets) and halt or warn; repeatable, e.g. --space-budget
+    /// climate-brief=50000/3600/warn [default window 3600, action halt]
+    #[arg(long = "space-budget", value_name = "SPACE=TOKENS[/SECS[/ACTION]]")]
+    pub space_budgets: Vec<String>,
 }
 
 /// How the node writes its logs.
@@ -302,6 +318,8 @@ pub struct NodeConfig {
     pub budget: Option<BudgetConfig>,
     /// Quorum sensing over intent signals.
     pub intents: IntentConfig,
+    /// Token budgets of single spaces (each one of `spaces`), on top of the agent's.
+    pub space_budgets: BTreeMap<Space, BudgetConfig>,
 }
 
 /// Quorum sensing over intents (see `membrane_crdt::intents`).
@@ -483,6 +501,7 @@ const BUDGET_WINDOW: Setting = setting("--budget-window", "budget_window_secs", 
 const BUDGET_ACTION: Setting = setting("--budget-action", "budget_action", None);
 const INTENT_QUORUM: Setting = setting("--intent-quorum", "intent_quorum", None);
 const INTENT_HALF_LIFE: Setting = setting("--intent-half-life", "intent_half_life_secs", None);
+const SPACE_BUDGETS: Setting = setting("--space-budget", "space_budgets", None);
 
 /// What is wrong with one value, before it is tied to a flag and a source.
 struct Bad {
@@ -532,6 +551,22 @@ struct FileConfig {
     intent_quorum: Option<u64>,
     intent_half_life_secs: Option<u64>,
     intent_swarms: Option<bool>,
+    space_budgets: Option<BTreeMap<String, FileBudget>>,
+}
+
+/// One space's budget in a config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBudget {
+    tokens: u64,
+    #[serde(default = "default_window_secs")]
+    window_secs: u64,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+fn default_window_secs() -> u64 {
+    DEFAULT_BUDGET_WINDOW_SECS
 }
 
 /// `capabilities` in a file: a table of name = description, or a list of
@@ -734,6 +769,7 @@ impl NodeConfig {
             trust_threshold: Score::DEFAULT_THRESHOLD,
             budget: None,
             intents: IntentConfig::default(),
+            space_budgets: BTreeMap::new(),
         }
         .with_default_listen()
     }
@@ -879,6 +915,7 @@ impl NodeConfig {
                     .at(INTENT_HALF_LIFE, &at, raw.as_str())
                 })?;
         }
+        config.space_budgets = resolve_space_budgets(args, file)?;
 
         config.validate()?;
         Ok(config)
@@ -926,8 +963,117 @@ impl NodeConfig {
         }
         check_name(&self.name).map_err(|b| b.at(NAME, &here, self.name.as_str()))?;
         check_capabilities(&self.capabilities, &here)?;
+        check_space_budgets(&self.space_budgets, &self.spaces, &here)?;
         Ok(())
     }
+}
+
+/// Every budgeted space must be one the node joins (a typo would otherwise budget
+/// nothing, silently).
+fn check_space_budgets(
+    budgets: &BTreeMap<Space, BudgetConfig>,
+    spaces: &[Space],
+    origin: &Source,
+) -> Result<(), ConfigError> {
+    for space in budgets.keys() {
+        if !spaces.contains(space) {
+            return Err(bad(
+                "is not a space this node joins",
+                format!("one of the node's spaces: {}", join(spaces)),
+            )
+            .at(SPACE_BUDGETS, origin, space.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn budget_action(raw: &str) -> Result<BudgetAction, Bad> {
+    match raw.trim() {
+        "halt" => Ok(BudgetAction::Halt),
+        "warn" => Ok(BudgetAction::Warn),
+        _ => Err(bad("is not a budget action", "halt or warn")),
+    }
+}
+
+fn budget_space(raw: &str) -> Result<Space, Bad> {
+    raw.trim().parse().map_err(|e| {
+        bad(
+            format!("does not name a space: {e}"),
+            "a space name, e.g. climate-brief",
+        )
+    })
+}
+
+/// `SPACE=TOKENS[/SECS[/ACTION]]`.
+fn parse_space_budget(raw: &str) -> Result<(Space, BudgetConfig), Bad> {
+    let expected = "SPACE=TOKENS[/SECS[/ACTION]], e.g. climate-brief=50000/3600/warn";
+    let (space, rest) = raw
+        .split_once('=')
+        .ok_or_else(|| bad("has no `=`", expected))?;
+    let space = budget_space(space)?;
+    let mut parts = rest.split('/');
+    let number = |part: Option<&str>, what: &str| -> Result<Option<u64>, Bad> {
+        part.map(|p| {
+            p.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(format!("has {what} {p:?}, not a whole number"), expected))
+        })
+        .transpose()
+    };
+    let tokens = number(parts.next(), "tokens")?.ok_or_else(|| bad("has no tokens", expected))?;
+    let window_secs = number(parts.next(), "a window")?.unwrap_or(DEFAULT_BUDGET_WINDOW_SECS);
+    let action = parts
+        .next()
+        .map(budget_action)
+        .transpose()?
+        .unwrap_or(BudgetAction::Halt);
+    if parts.next().is_some() {
+        return Err(bad("has more than three parts after `=`", expected));
+    }
+    Ok((
+        space,
+        BudgetConfig {
+            tokens,
+            window_secs,
+            action,
+        },
+    ))
+}
+
+/// The space budgets: the flags replace the file's table.
+fn resolve_space_budgets(
+    args: &NodeArgs,
+    file: Option<&LoadedFile>,
+) -> Result<BTreeMap<Space, BudgetConfig>, ConfigError> {
+    let mut out = BTreeMap::new();
+    if let Some((raw, at)) = flag_list(&args.space_budgets) {
+        check_count(SPACE_BUDGETS, &at, raw.len(), MAX_SPACES)?;
+        for item in raw {
+            let (space, budget) =
+                parse_space_budget(&item).map_err(|b| b.at(SPACE_BUDGETS, &at, item.as_str()))?;
+            out.insert(space, budget);
+        }
+    } else if let Some((table, at)) = in_file(file, SPACE_BUDGETS, |c| c.space_budgets.clone()) {
+        check_count(SPACE_BUDGETS, &at, table.len(), MAX_SPACES)?;
+        for (name, b) in table {
+            let space = budget_space(&name).map_err(|e| e.at(SPACE_BUDGETS, &at, name.as_str()))?;
+            let action = match &b.action {
+                Some(raw) => {
+                    budget_action(raw).map_err(|e| e.at(SPACE_BUDGETS, &at, raw.as_str()))?
+                }
+                None => BudgetAction::Halt,
+            };
+            out.insert(
+                space,
+                BudgetConfig {
+                    tokens: b.tokens,
+                    window_secs: b.window_secs,
+                    action,
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn join(spaces: &[Space]) -> String {
@@ -1227,7 +1373,7 @@ fn resolve_budget(
     let tokens = number(BUDGET_TOKENS, &at, raw)?;
     let mut budget = BudgetConfig {
         tokens,
-        window_secs: 3600,
+        window_secs: DEFAULT_BUDGET_WINDOW_SECS,
         action: BudgetAction::Halt,
     };
     if let Some((raw, at)) = flag(&args.budget_window).or_else(|| {
@@ -2012,5 +2158,71 @@ mod tests {
         config.listen = vec![addr("/memory/0")];
         config.bootstrap = vec![addr(&format!("/memory/7/p2p/{}", peer(1)))];
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn space_budgets_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_in(dir.path());
+        args.spaces = vec!["climate-brief".into(), "ops".into()];
+        args.space_budgets = vec!["climate-brief=50000/60/warn".into(), "ops=900".into()];
+        let config = NodeConfig::resolve(&args, &no_env).unwrap();
+        let climate: Space = "climate-brief".parse().unwrap();
+        let ops: Space = "ops".parse().unwrap();
+        assert_eq!(
+            config.space_budgets.get(&climate),
+            Some(&BudgetConfig {
+                tokens: 50_000,
+                window_secs: 60,
+                action: BudgetAction::Warn
+            })
+        );
+        assert_eq!(
+            config.space_budgets.get(&ops),
+            Some(&BudgetConfig {
+                tokens: 900,
+                window_secs: DEFAULT_BUDGET_WINDOW_SECS,
+                action: BudgetAction::Halt
+            })
+        );
+
+        // The same from a file.
+        write_config(
+            dir.path(),
+            "spaces = [\"ops\"]\n[space_budgets.ops]\ntokens = 70\naction = \"warn\"\n",
+        );
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(
+            config.space_budgets.get(&ops),
+            Some(&BudgetConfig {
+                tokens: 70,
+                window_secs: DEFAULT_BUDGET_WINDOW_SECS,
+                action: BudgetAction::Warn
+            })
+        );
+
+        // Bad values name the flag, the value and what was expected.
+        for (raw, says) in [
+            ("ops", "has no `=`"),
+            ("ops=lots", "not a whole number"),
+            ("ops=5/60/maybe", "is not a budget action"),
+            ("Ops!=5", "does not name a space"),
+            ("ops=5/60/warn/x", "more than three parts"),
+        ] {
+            let mut args = args_in(dir.path());
+            args.space_budgets = vec![raw.into()];
+            let message = err_of(&args, &no_env).to_string();
+            assert!(message.starts_with("--space-budget"), "{message}");
+            assert!(message.contains(says), "{raw}: {message}");
+        }
+        // A budget for a space the node does not join is a typo, not silence.
+        let mut args = args_in(dir.path());
+        args.space_budgets = vec!["elsewhere=5".into()];
+        let message = err_of(&args, &no_env).to_string();
+        assert!(
+            message.contains("is not a space this node joins"),
+            "{message}"
+        );
+        assert!(message.contains("default,ops"), "{message}");
     }
 }

@@ -27,11 +27,11 @@ use automerge::{Change, ReadDoc};
 use membrane_crdt::doc::SignedDoc;
 use membrane_crdt::medium::{MAX_SYNC_FRAME_BYTES, SyncFrame};
 use membrane_crdt::{DocId, Medium, RejectReason, Storage};
-use membrane_immune::audit::{AuditEvent, AuditLog, AuditRecord, CrossingDecision, GENESIS};
+use membrane_immune::audit::{AuditEvent, AuditLog, AuditRecord, GENESIS};
 use membrane_immune::memory::MemoryRecord;
 use membrane_immune::{
-    Action, Config, ContentHash, Fault, Immune, Observation, Override, Quarantined, Verdict,
-    content_hash,
+    Action, Blocked, BreakerKey, BreakerState, ChainVerifier, Config, ContentHash, Fault, Immune,
+    Observation, Override, Quarantined, Verdict, content_hash,
 };
 use membrane_protocol::envelope::verify_change;
 use membrane_protocol::signals::{MAX_EVIDENCE_BYTES, ThreatKind, ThreatSignal};
@@ -53,6 +53,8 @@ const PAUSED: &[u8] = b"paused";
 pub const MAX_RECENT_THREATS: usize = 256;
 /// Audit records one page holds at most.
 pub const MAX_AUDIT_PAGE: usize = 1000;
+/// Audit records read from the store at a time when the whole chain is verified at start.
+const VERIFY_BATCH: usize = 1024;
 
 /// The store key of audit record `index`.
 pub fn audit_key(index: u64) -> Vec<u8> {
@@ -140,7 +142,9 @@ impl ImmuneStore {
         Ok(())
     }
 
-    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
+    /// Removes `key` (not flushed). Public for tests that tamper with the stored log.
+    #[doc(hidden)]
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         match &mut self.backend {
             Backend::Sled(t) => {
                 t.remove(key)?;
@@ -247,6 +251,10 @@ pub struct ImmuneReport {
     pub threats: Vec<AuditRecord>,
     /// Records in the audit log.
     pub audit_records: u64,
+    /// Why the audit log does not verify, if it did not at start.
+    pub audit_problem: Option<String>,
+    /// Delegation breakers that are not closed with no failures, in key order.
+    pub breakers: Vec<(BreakerKey, BreakerState)>,
 }
 
 /// What the engine decided about one observation, after the audit records were written.
@@ -291,12 +299,14 @@ fn is_threat(event: &AuditEvent) -> bool {
 }
 
 impl Defences {
-    /// Loads the persisted state: memory cells (expired ones dropped), the audit chain's
-    /// tail (a tail that does not verify is archived and a new chain started), the
-    /// operator's quarantines and the pause.
+    /// Loads the persisted state: memory cells (expired ones dropped), the audit chain
+    /// (verified whole; a problem is logged and reported on every read, and a last record
+    /// that does not verify has the chain archived and a new one started), the operator's
+    /// quarantines and the pause.
     pub(crate) fn open(
         keypair: &Keypair,
         mut store: ImmuneStore,
+        config: Config,
         now_ms: u64,
     ) -> anyhow::Result<Self> {
         let me = keypair.public();
@@ -309,8 +319,15 @@ impl Defences {
             }
             persisted.insert(k, v);
         }
-        let engine = Immune::with_memory(Config::default(), me, &cells, now_ms)?;
-        let mut audit_problem = None;
+        let engine = Immune::with_memory(config, me, &cells, now_ms)?;
+        let mut audit_problem = verify_stored_chain(&store, me)?.map(|problem| {
+            let problem = format!(
+                "at start ({now_ms} ms) the audit log failed verification: {problem}; the \
+                 records from there on cannot be trusted"
+            );
+            error!(%problem, "audit log tampered with");
+            problem
+        });
         let log = match store.last(AUDIT)? {
             None => AuditLog::new(keypair.clone()),
             Some((_, bytes)) => {
@@ -334,7 +351,10 @@ impl Defences {
                              store and a new chain started"
                         );
                         error!(%problem, "audit log tampered with");
-                        audit_problem = Some(problem);
+                        audit_problem = Some(match audit_problem {
+                            Some(first) => format!("{first}; {problem}"),
+                            None => problem,
+                        });
                         AuditLog::new(keypair.clone())
                     }
                 }
@@ -382,7 +402,7 @@ impl Defences {
     /// Feeds one observation to the engine and records what it decided.
     pub(crate) fn observe(&mut self, observation: Observation, now_ms: u64) -> Outcome {
         let actions = self.engine.on_event(observation, now_ms);
-        self.absorb(actions, now_ms)
+        self.absorb(actions, now_ms, true)
     }
 
     /// An operator's override; quarantines are remembered across restarts.
@@ -415,25 +435,51 @@ impl Defences {
         if let Err(e) = written {
             warn!(error = %e, "cannot persist the pause");
         }
-        let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-        // The engine's audit events have no pause of their own: a pause is recorded as a
-        // blanket crossing decision on every key ("*").
-        let event = if paused {
-            AuditEvent::Crossing {
-                key: "*".into(),
-                owner: None,
-                decision: CrossingDecision::Denied,
-                reason: Some(format!("operator paused every crossing in and out{why}")),
-            }
-        } else {
-            AuditEvent::Crossing {
-                key: "*".into(),
-                owner: None,
-                decision: CrossingDecision::Visible,
-                reason: Some(format!("operator resumed crossings{why}")),
-            }
-        };
-        self.absorb(vec![Action::Audit(event)], now_ms)
+        let event = AuditEvent::Pause { paused, reason };
+        self.absorb(vec![Action::Audit(event)], now_ms, true)
+    }
+
+    /// Appends records written on the API's side (crossings, budget charges). They are
+    /// not flushed one by one (the store flushes on its own within half a second): an
+    /// answer does not wait on the disk.
+    pub(crate) fn record(&mut self, events: Vec<AuditEvent>, now_ms: u64) -> Outcome {
+        self.absorb(
+            events.into_iter().map(Action::Audit).collect(),
+            now_ms,
+            false,
+        )
+    }
+
+    /// Admits a delegation (taking a half-open breaker's trial) or names the breaker that
+    /// blocks it.
+    pub(crate) fn admit_delegation(
+        &mut self,
+        agent: PublicKey,
+        capability: &str,
+        now_ms: u64,
+    ) -> Result<(), Blocked> {
+        self.engine.admit_delegation(agent, capability, now_ms)
+    }
+
+    /// The breaker that would block a delegation now, without taking a trial.
+    pub(crate) fn delegation_blocked(
+        &self,
+        agent: PublicKey,
+        capability: &str,
+        now_ms: u64,
+    ) -> Option<Blocked> {
+        [
+            BreakerKey::Agent(agent),
+            BreakerKey::Capability(capability.to_owned()),
+        ]
+        .into_iter()
+        .find_map(|key| {
+            let breaker = self.engine.breaker(&key);
+            (!breaker.would_admit(now_ms)).then(|| Blocked {
+                state: breaker.state(),
+                key,
+            })
+        })
     }
 
     /// Time passed: expire bans and quarantines, persist the memory cells.
@@ -450,7 +496,7 @@ impl Defences {
         self.persist_memory(now_ms);
     }
 
-    fn absorb(&mut self, actions: Vec<Action>, now_ms: u64) -> Outcome {
+    fn absorb(&mut self, actions: Vec<Action>, now_ms: u64, flush: bool) -> Outcome {
         let mut records = Vec::new();
         let mut bans = false;
         let mut wrote = false;
@@ -495,7 +541,10 @@ impl Defences {
         if bans {
             self.memory_dirty = true;
             self.persist_memory(now_ms);
-        } else if wrote && let Err(e) = self.store.flush() {
+        } else if wrote
+            && flush
+            && let Err(e) = self.store.flush()
+        {
             error!(error = %e, "cannot flush the immune store");
         }
         Outcome { actions, records }
@@ -548,11 +597,18 @@ impl Defences {
         self.engine.accepts_from(peer, now_ms)
     }
 
-    /// Whether entries owned by `owner` are hidden from the agent: quarantined or banned.
-    pub(crate) fn hides(&self, owner: &PublicKey, now_ms: u64) -> bool {
-        owner != &self.me
-            && (self.engine.quarantine(owner).is_some()
-                || self.engine.is_known_offender(owner, now_ms))
+    /// Why entries owned by `owner` are hidden from the agent, if they are: it is
+    /// quarantined or banned.
+    pub(crate) fn hides(&self, owner: &PublicKey, now_ms: u64) -> Option<&'static str> {
+        if owner == &self.me {
+            None
+        } else if self.engine.is_known_offender(owner, now_ms) {
+            Some("its owner is banned")
+        } else if self.engine.quarantine(owner).is_some() {
+            Some("its owner is quarantined")
+        } else {
+            None
+        }
     }
 
     /// Whether a payload with this hash was rejected before.
@@ -625,6 +681,12 @@ impl Defences {
             peers,
             threats: self.recent.iter().skip(skip).cloned().collect(),
             audit_records: self.log.len(),
+            audit_problem: self.audit_problem.clone(),
+            breakers: self
+                .engine
+                .breakers()
+                .map(|(k, b)| (k.clone(), b.state()))
+                .collect(),
         }
     }
 
@@ -695,6 +757,46 @@ impl Defences {
             problem,
         }
     }
+}
+
+/// Verifies every stored audit record from the first, in batches; why the chain does not
+/// verify, naming the first bad record, if it does not.
+fn verify_stored_chain(store: &ImmuneStore, me: PublicKey) -> Result<Option<String>, StoreError> {
+    let mut verifier = ChainVerifier::new(me);
+    loop {
+        let from = audit_key(verifier.next_index());
+        let rows = store.scan_from(AUDIT, &from, VERIFY_BATCH)?;
+        let Some((last_key, _)) = rows.last() else {
+            return Ok(None);
+        };
+        let last_key = last_key.clone();
+        for (key, bytes) in rows {
+            let record = match serde_json::from_slice::<AuditRecord>(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    return Ok(Some(format!(
+                        "audit record {} is unreadable: {e}",
+                        stored_index(&key)
+                    )));
+                }
+            };
+            if let Err(e) = verifier.push(&record) {
+                return Ok(Some(e.to_string()));
+            }
+        }
+        // A record whose key does not follow (one removed) is caught by the verifier on
+        // the next batch; a batch that made no progress ends the walk.
+        if audit_key(verifier.next_index()) <= last_key {
+            return Ok(None);
+        }
+    }
+}
+
+/// The index in an audit record's store key (`a/` + big-endian u64).
+fn stored_index(key: &[u8]) -> String {
+    key.get(AUDIT.len()..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or_else(|| "?".to_owned(), |b| u64::from_be_bytes(b).to_string())
 }
 
 /// The engine's fault for a medium rejection (`None`: equivocation, its own detector).

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+mod governance;
 pub mod immune;
 pub mod info;
 pub mod keyfile;

@@ -246,6 +246,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             ..membrane_crdt::intents::Config::default()
         },
         intent_swarms: config.intents.swarms,
+        immune: membrane_immune::Config::default(),
     };
     let home = config
         .spaces
@@ -256,13 +257,10 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let (handle, task) = Node::spawn(options, storage, tokens.clone()).await?;
-        let ctx = Arc::new(api::Ctx::new(
-            handle.clone(),
-            home,
-            tokens,
-            token,
-            config.budget,
-        ));
+        let ctx = Arc::new(
+            api::Ctx::new(handle.clone(), home, tokens, token, config.budget)
+                .with_space_budgets(&config.space_budgets),
+        );
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(api::serve(listener, ctx, async move {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use membrane_crdt::intents::TopicView;
-use membrane_crdt::{Draft, Event, Exposed, Filter, QueryAnswer, SearchAnswer, Storage};
-use membrane_immune::{AuditRecord, Override};
+use membrane_crdt::{Draft, Event, EventKind, Exposed, Filter, QueryAnswer, SearchAnswer, Storage};
+use membrane_immune::{AuditEvent, AuditRecord, Override};
 use membrane_protocol::cost::TokenCounter;
 use membrane_protocol::permeability::Reader;
 use membrane_protocol::signals::{Capability, ThreatSignal};
@@ -64,6 +64,8 @@ pub struct NodeOptions {
     /// Form a swarm around a topic whose intents reach a quorum (and dissolve it when
     /// they decay below).
     pub intent_swarms: bool,
+    /// The immune layer's settings (reputation, detectors, quorum, breakers).
+    pub immune: membrane_immune::Config,
 }
 
 impl NodeOptions {
@@ -87,6 +89,7 @@ impl NodeOptions {
             api: None,
             intents: membrane_crdt::intents::Config::default(),
             intent_swarms: false,
+            immune: membrane_immune::Config::default(),
         }
     }
 }
@@ -209,6 +212,9 @@ pub enum NodeError {
          writes, sync) until it is resumed (membrane resume)"
     )]
     Paused,
+    /// A delegation circuit breaker refused: tasks routed there failed too often lately.
+    #[error("{0}")]
+    Blocked(membrane_immune::Blocked),
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -241,6 +247,20 @@ pub(crate) enum Command {
     Pause(bool, Option<String>, Reply<Vec<AuditRecord>>),
     Audit(u64, usize, Reply<AuditPage>),
     PublishThreat(ThreatSignal, Reply<()>),
+    Governance(Governance),
+}
+
+/// Governance requests of the API: what it audits, and the delegation breakers.
+#[derive(Debug)]
+pub(crate) enum Governance {
+    /// Append these audit records (crossings, budget charges), not flushed, and log these
+    /// events for the agent (budget warnings).
+    Record(Vec<AuditEvent>, Vec<EventKind>, Reply<Vec<AuditRecord>>),
+    /// Admit a delegation to an agent for a capability, taking a half-open trial, or say
+    /// which breaker blocks it ([`NodeError::Blocked`]).
+    Admit(PublicKey, String, Reply<()>),
+    /// Whether a delegation would be admitted now, without taking a trial.
+    Blocks(PublicKey, String, Reply<Option<membrane_immune::Blocked>>),
 }
 
 impl Command {
@@ -543,6 +563,40 @@ impl NodeHandle {
     /// Up to `limit` audit records from index `since` on, verified on read.
     pub async fn audit(&self, since: u64, limit: usize) -> Result<AuditPage, NodeError> {
         self.call(|r| Command::Audit(since, limit, r)).await
+    }
+
+    /// Appends audit records written on the API's side (an answer's crossing decisions,
+    /// budget charges) and logs events for the agent; answers with the records.
+    pub async fn record(
+        &self,
+        audit: Vec<AuditEvent>,
+        events: Vec<EventKind>,
+    ) -> Result<Vec<AuditRecord>, NodeError> {
+        self.call(|r| Command::Governance(Governance::Record(audit, events, r)))
+            .await
+    }
+
+    /// Admits a delegation to `agent` for `capability` through the circuit breakers
+    /// (taking the one trial of a half-open breaker), or refuses with
+    /// [`NodeError::Blocked`] naming the breaker.
+    pub async fn admit_delegation(
+        &self,
+        agent: PublicKey,
+        capability: &str,
+    ) -> Result<(), NodeError> {
+        self.call(|r| Command::Governance(Governance::Admit(agent, capability.to_owned(), r)))
+            .await
+    }
+
+    /// The breaker that would block a delegation to `agent` for `capability` now, if one
+    /// would (no trial is taken).
+    pub async fn delegation_blocked(
+        &self,
+        agent: PublicKey,
+        capability: &str,
+    ) -> Result<Option<membrane_immune::Blocked>, NodeError> {
+        self.call(|r| Command::Governance(Governance::Blocks(agent, capability.to_owned(), r)))
+            .await
     }
 
     /// Seals and publishes an arbitrary threat signal as this node, with no check at all:

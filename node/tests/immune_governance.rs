@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::eventually;
 use common::process::NodeProcess;
-use immune_support::{addr, space, spawn, spawn_with, standing};
+use immune_support::{addr, report, space, spawn, spawn_with, standing};
 use membrane_crdt::Draft;
 use membrane_immune::{AuditEvent, AuditRecord, Override, audit};
 use membrane_node::api::client::Client;
@@ -240,11 +240,20 @@ async fn pause_stops_every_crossing_and_sync_until_resume() {
     let pauses: Vec<&AuditEvent> = log
         .iter()
         .map(|r| &r.event)
-        .filter(|e| matches!(e, AuditEvent::Crossing { key, .. } if key == "*"))
+        .filter(|e| matches!(e, AuditEvent::Pause { .. }))
         .collect();
-    assert_eq!(pauses.len(), 2, "{pauses:?}");
-    assert!(
-        matches!(pauses[0], AuditEvent::Crossing { reason: Some(r), .. } if r.contains("suspected poisoning"))
+    assert_eq!(
+        pauses,
+        [
+            &AuditEvent::Pause {
+                paused: true,
+                reason: Some("suspected poisoning".into())
+            },
+            &AuditEvent::Pause {
+                paused: false,
+                reason: Some("all clear".into())
+            }
+        ]
     );
 }
 
@@ -290,19 +299,37 @@ async fn the_audit_chain_verifies_and_a_tampered_record_is_caught() {
     let (node, task) = spawn_with(1, None, SledStorage::open(&store).unwrap()).await;
     let page = node.audit(0, 100).await.unwrap();
     let problem = page.problem.clone().expect("the edit is caught");
-    assert!(problem.contains("audit record 1"), "{problem}");
+    assert!(
+        problem.contains("at start") && problem.contains("audit record 1 does not match its hash"),
+        "{problem}"
+    );
     assert!(matches!(
         audit::verify_chain(&page.records, node.id()),
         Err(membrane_immune::AuditError::HashMismatch { index: 1 })
     ));
-    // Records after it still verify against its (unchanged) hash, and the chain goes on.
-    assert_eq!(node.audit(2, 100).await.unwrap().problem, None);
+    // The whole chain was verified at start: a page that does not reach the edited record
+    // still says the log is not to be trusted, and so does `threats`.
+    let at_start = report(&node)
+        .await
+        .audit_problem
+        .expect("reported at start");
+    assert!(problem.starts_with(&at_start), "{problem}");
+    let later = node.audit(2, 100).await.unwrap();
+    assert_eq!(later.problem.as_deref(), Some(at_start.as_str()));
     // The operator's quarantine survived the restart.
     let s = standing(&node, &y).await.unwrap();
     assert!(s.quarantine.is_some(), "{s:?}");
     node.govern(Override::Release(y)).await.unwrap();
+    // The chain goes on after its (valid) last record.
     let tail = node.audit(total, 100).await.unwrap();
-    assert_eq!(tail.problem, None);
+    assert_eq!(tail.problem.as_deref(), Some(at_start.as_str()));
+    audit::verify_segment(
+        &tail.records,
+        node.id(),
+        page.records[total as usize - 1].hash,
+        total,
+    )
+    .unwrap();
     assert!(tail.records.len() >= 2);
     node.shutdown().await;
     task.await.unwrap();
@@ -328,6 +355,48 @@ async fn the_audit_chain_verifies_and_a_tampered_record_is_caught() {
     some_overrides(&node).await;
     let page = node.audit(0, 100).await.unwrap();
     audit::verify_chain(&page.records, node.id()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_removed_from_the_middle_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (node, task) = spawn_with(1, None, SledStorage::open(&store).unwrap()).await;
+    some_overrides(&node).await;
+    let before = node.audit(0, 100).await.unwrap();
+    assert_eq!(before.problem, None);
+    node.shutdown().await;
+    task.await.unwrap();
+    {
+        let storage = SledStorage::open(&store).unwrap();
+        let mut immune = ImmuneStore::open(&storage).unwrap();
+        immune.remove(&audit_key(2)).unwrap();
+        immune.flush().unwrap();
+    }
+    let (node, _task) = spawn_with(1, None, SledStorage::open(&store).unwrap()).await;
+    let report = report(&node).await;
+    let problem = report.audit_problem.expect("the gap is reported at start");
+    assert!(
+        problem.contains("at start") && problem.contains("audit record 2 has index 3, expected 2"),
+        "{problem}"
+    );
+    // Every read says so, also one that starts after the gap.
+    for since in [0, 3] {
+        let page = node.audit(since, 100).await.unwrap();
+        assert!(
+            page.problem
+                .as_deref()
+                .is_some_and(|p| p.contains(&problem)),
+            "{since}: {:?}",
+            page.problem
+        );
+    }
+    // The chain still goes on from its last record.
+    node.govern(Override::Quarantine(Keypair::from_seed(&[43; 32]).public()))
+        .await
+        .unwrap();
+    let page = node.audit(before.total, 100).await.unwrap();
+    assert_eq!(page.records.first().map(|r| r.index), Some(before.total));
 }
 
 #[test]

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use membrane_protocol::cost::{self, Candidate};
 use membrane_protocol::permeability::{
-    Decision, DenyReason, EntryMeta, Reader, TrustGraph, decide, tier_gate,
+    Decision, DenyReason, EntryMeta, HiddenReason, Reader, TrustGraph, decide, tier_gate,
 };
-use membrane_protocol::{Entry, EntryKind, EnvelopeId, Evidence, Key, Pattern, Space};
+use membrane_protocol::{Entry, EntryKind, EnvelopeId, Evidence, Key, Pattern, PublicKey, Space};
 
 use super::{Error, Medium};
 use crate::index::{Conflict, Index, Newest};
@@ -82,6 +82,33 @@ pub struct Denial {
     pub reason: DenyReason,
 }
 
+/// An entry left out of an answer, and why (for the node's audit log; never shown to
+/// the agent, which sees only the `hidden` count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// Its key.
+    pub key: Key,
+    /// Its owner.
+    pub owner: PublicKey,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Why an entry the reader may not see is hidden, in words.
+pub fn hidden_text(reason: &HiddenReason) -> String {
+    match reason {
+        HiddenReason::Private => "private to its owner".to_owned(),
+        HiddenReason::NotAccepted => "the reader's accept patterns do not cover the key".to_owned(),
+        HiddenReason::MissingTag { tag } => format!("it lacks the tag {tag} the reader requires"),
+        HiddenReason::OwnerBelowMinTrust { trust, min } => {
+            format!("the reader trusts its owner {trust} < {min}")
+        }
+        HiddenReason::WeakEvidence { evidence, min } => {
+            format!("its evidence {evidence:?} is weaker than the {min:?} the reader requires")
+        }
+    }
+}
+
 /// The answer to a query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryAnswer {
@@ -89,6 +116,8 @@ pub struct QueryAnswer {
     pub hits: Vec<Entry>,
     /// How many matching entries were withheld (private, or filtered by the reader).
     pub hidden: usize,
+    /// The withheld entries, with why (as many as `hidden`).
+    pub withheld: Vec<Withheld>,
     /// Matching entries the reader was refused, with reasons.
     pub denied: Vec<Denial>,
     /// Tokens each hit costs as rendered for the agent ([`render_hit`]), in `hits` order:
@@ -116,6 +145,8 @@ pub struct SearchAnswer {
     pub total_tokens: u64,
     /// Relevant visible entries left out for the budget.
     pub left_out: usize,
+    /// Entries the node's defences left out (the medium itself leaves none).
+    pub withheld: Vec<Withheld>,
 }
 
 /// Evidence weight in ranking: tool results count fully, opinions least.
@@ -177,6 +208,7 @@ impl<S: Storage> Medium<S> {
         let mut answer = QueryAnswer {
             hits: Vec::new(),
             hidden: 0,
+            withheld: Vec::new(),
             denied: Vec::new(),
             hit_tokens: Vec::new(),
         };
@@ -208,11 +240,16 @@ impl<S: Storage> Medium<S> {
                 }
                 Newest::Traced(_, tier) => tier_gate(&reader.id, &owner, *tier, &trust),
             };
-            match decision {
-                Decision::Visible => answer.hidden += 1,
-                Decision::Hidden { .. } => answer.hidden += 1,
-                Decision::Denied { reason } => answer.denied.push(Denial { key, reason }),
-            }
+            let reason = match decision {
+                Decision::Visible => "known from its trace, not held here".to_owned(),
+                Decision::Hidden { reason } => hidden_text(&reason),
+                Decision::Denied { reason } => {
+                    answer.denied.push(Denial { key, reason });
+                    continue;
+                }
+            };
+            answer.hidden += 1;
+            answer.withheld.push(Withheld { key, owner, reason });
         }
         Ok(answer)
     }
@@ -297,6 +334,7 @@ impl<S: Storage> Medium<S> {
             hits,
             total_tokens: packing.total_tokens,
             left_out: packing.left_out.len(),
+            withheld: Vec::new(),
         })
     }
 

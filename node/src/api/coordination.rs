@@ -671,8 +671,9 @@ impl Verb for TaskClaim {
     const SUMMARY: &'static str = "Claim a task; the answer says who won.";
     const DESCRIPTION: &'static str = "Concurrent claims resolve to one winner on every \
         node: the lowest (lamport time, agent id). You may lose a claim made at the same \
-        time elsewhere; the task's events tell you. Needs the task's capability. Costs about \
-        60 tokens.";
+        time elsewhere; the task's events tell you. Needs the task's capability. Refused \
+        (409 breaker_open, naming the breaker) while tasks toward you or toward the \
+        capability have failed too often in a row lately. Costs about 60 tokens.";
     const EXAMPLE: &'static str = "membrane task-claim t1a2b3c4d5";
     const POSITIONAL: &'static [&'static str] = &["task"];
     type Request = TaskRequest;
@@ -691,6 +692,11 @@ impl Verb for TaskClaim {
         ) {
             return Err(conflict(format!("task {} is already over", task.id)));
         }
+        // A claim routes the task to this agent: the delegation breakers (this agent's,
+        // the capability's) must admit it; a half-open one takes this claim as its trial.
+        ctx.node
+            .admit_delegation(*ctx.node.id(), &task.capability)
+            .await?;
         let lamport = 1 + task.claims.iter().map(|(_, l)| *l).max().unwrap_or(0);
         let id = task.id.clone();
         let parent = task.entry;

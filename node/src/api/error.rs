@@ -2,12 +2,11 @@
 //! maps to a 4xx with a message naming what was wrong and what was expected; 5xx is kept
 //! for the node's own failures.
 
+use super::budget::{Refusal, Scope};
+use super::types::{BreakerView, BudgetResponse, ErrorBody};
+use crate::node::NodeError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use membrane_protocol::cost::BudgetExceeded;
-
-use super::types::{BudgetResponse, ErrorBody};
-use crate::node::NodeError;
 
 /// Why an API call failed.
 #[derive(Debug, Clone)]
@@ -20,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// The budget, for 429.
     pub budget: Option<Box<BudgetResponse>>,
+    /// The circuit breaker, for a refused delegation.
+    pub breaker: Option<Box<BreakerView>>,
 }
 
 impl ApiError {
@@ -30,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             budget: None,
+            breaker: None,
         }
     }
 
@@ -43,16 +45,29 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    /// 429 with the budget's state.
-    pub fn budget(exceeded: &BudgetExceeded, total: u64) -> Self {
+    /// 429 with the state of the budget that refused (the agent's, or a space's).
+    pub fn budget(refusal: &Refusal) -> Self {
+        let mut budget = BudgetResponse::from_state(refusal.exceeded.state(), refusal.total);
+        if let Scope::Space(space) = &refusal.scope {
+            budget.space = Some(space.to_string());
+        }
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "budget_exhausted",
-            message: exceeded.to_string(),
-            budget: Some(Box::new(BudgetResponse::from_state(
-                exceeded.state(),
-                total,
-            ))),
+            message: refusal.to_string(),
+            budget: Some(Box::new(budget)),
+            breaker: None,
+        }
+    }
+
+    /// 409 naming the circuit breaker that refused a delegation.
+    pub fn breaker(blocked: &membrane_immune::Blocked) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "breaker_open",
+            message: blocked.to_string(),
+            budget: None,
+            breaker: Some(Box::new(BreakerView::new(&blocked.key, &blocked.state))),
         }
     }
 
@@ -62,6 +77,7 @@ impl ApiError {
             error: self.code.to_owned(),
             message: self.message.clone(),
             budget: self.budget.as_deref().cloned(),
+            breaker: self.breaker.as_deref().cloned(),
         }
     }
 }
@@ -91,6 +107,7 @@ impl From<NodeError> for ApiError {
             NodeError::Paused => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "paused", e.to_string())
             }
+            NodeError::Blocked(blocked) => Self::breaker(blocked),
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }

@@ -148,6 +148,13 @@ pub struct ThreatsResponse {
     pub threats: Vec<ThreatView>,
     /// Records in the audit log.
     pub audit_records: u64,
+    /// Why the audit log did not verify when the node started, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_problem: Option<String>,
+    /// Delegation breakers with failures on record: open ones block claims and offers
+    /// toward their agent or capability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<super::types::BreakerView>,
 }
 
 /// A peer to act on.
@@ -214,8 +221,9 @@ pub struct AuditRecordView {
     pub index: u64,
     /// When it was written, ms since the Unix epoch.
     pub at_ms: u64,
-    /// What happened: an object with a `type` (crossing, budget_charge, threat_detected,
-    /// threat_received, override, quarantine, release, ban, unban, breaker).
+    /// What happened: an object with a `type` (answer, crossing, budget_charge,
+    /// threat_detected, threat_received, override, quarantine, release, ban, unban,
+    /// breaker, pause, conflict).
     pub event: Value,
     /// Hash of the record before (hex; zeros for the first).
     pub prev_hash: String,
@@ -318,11 +326,12 @@ impl Verb for Threats {
     const NAME: &'static str = "threats";
     const SUMMARY: &'static str =
         "The immune layer's view: peers' reputation, quarantines, bans and recent threats.";
-    const DESCRIPTION: &'static str = "Use it when entries seem missing or a peer misbehaves: \
-        lists every peer with a standing (reputation in [-100, 100], quarantine, ban) and \
-        the newest threats this node detected or received, with what the evidence showed. \
-        Quarantined peers' entries are hidden from query and search. About 40 tokens per \
-        peer and per threat.";
+    const DESCRIPTION: &'static str = "Use it when entries seem missing, a peer misbehaves or \
+        a claim is refused: lists every peer with a standing (reputation in [-100, 100], \
+        quarantine, ban), the newest threats this node detected or received with what the \
+        evidence showed, and the delegation breakers with failures on record. Quarantined \
+        peers' entries are hidden from query and search. About 40 tokens per peer, threat \
+        and breaker.";
     const EXAMPLE: &'static str = "membrane threats --limit 10";
     const READ_ONLY: bool = true;
     type Request = ThreatsRequest;
@@ -340,6 +349,12 @@ impl Verb for Threats {
                 .filter_map(ThreatView::from_record)
                 .collect(),
             audit_records: report.audit_records,
+            audit_problem: report.audit_problem.clone(),
+            breakers: report
+                .breakers
+                .iter()
+                .map(|(k, st)| super::types::BreakerView::new(k, st))
+                .collect(),
         })
     }
 
@@ -347,6 +362,25 @@ impl Verb for Threats {
         let mut out = String::new();
         if resp.paused {
             out.push_str("PAUSED: nothing crosses in or out (membrane resume)\n");
+        }
+        if let Some(problem) = &resp.audit_problem {
+            let _ = writeln!(out, "AUDIT LOG NOT VERIFIED: {problem}");
+        }
+        for b in &resp.breakers {
+            let _ = writeln!(
+                out,
+                "breaker {} {}: {}{}",
+                b.guards,
+                if b.guards == "agent" {
+                    short_peer(&b.id)
+                } else {
+                    b.id.as_str()
+                },
+                b.state,
+                b.until_ms
+                    .map(|t| format!(" until {t}"))
+                    .unwrap_or_default()
+            );
         }
         let _ = write!(out, "{} peers", resp.peers.len());
         for s in &resp.peers {
@@ -496,44 +530,101 @@ impl Verb for Resume {
     }
 }
 
-pub(crate) struct Audit;
-
-/// A short line for one record: `#index at_ms type peer: why`.
+/// A short line for one record: `#index at_ms type who: why`.
 fn render_record(r: &AuditRecordView) -> String {
     let e = &r.event;
     let kind = text(&e["type"]);
-    let who = [
-        &e["peer"],
-        &e["offender"],
-        &e["detection"]["offender"],
-        &e["key"],
-    ]
-    .into_iter()
-    .find(|v| v.is_string())
-    .map(text)
-    .unwrap_or_default();
-    let why = [
-        &e["reason"],
-        &e["outcome"],
-        &e["detection"]["reason"],
-        &e["action"],
-    ]
-    .into_iter()
-    .find(|v| v.is_string())
-    .map(text)
-    .unwrap_or_default();
+    let (who, why) = match kind.as_str() {
+        "answer" => {
+            let entries: Vec<&Value> = e["decisions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|o| o["entries"].as_array().into_iter().flatten())
+                .collect();
+            let count = |d: &str| entries.iter().filter(|x| x["decision"] == d).count();
+            (
+                format!(
+                    "{} {:?} in {}",
+                    text(&e["verb"]),
+                    text(&e["request"]),
+                    text(&e["space"])
+                ),
+                format!(
+                    "{} visible, {} hidden, {} denied, {} tokens",
+                    count("visible"),
+                    count("hidden"),
+                    count("denied"),
+                    text(&e["tokens"])
+                ),
+            )
+        }
+        "budget_charge" => (
+            e["space"]
+                .as_str()
+                .map_or_else(|| "agent".to_owned(), |s| format!("space {s}")),
+            format!(
+                "{} tokens, {} of {} used{}",
+                text(&e["tokens"]),
+                text(&e["used"]),
+                text(&e["limit"]),
+                if e["over"] == true { " (over)" } else { "" }
+            ),
+        ),
+        "pause" => (
+            if e["paused"] == true {
+                "paused"
+            } else {
+                "resumed"
+            }
+            .to_owned(),
+            text(&e["reason"]),
+        ),
+        "breaker" => (
+            format!("{} {}", text(&e["key"]["type"]), text(&e["key"]["id"])),
+            text(&e["transition"]["to"]),
+        ),
+        _ => {
+            let who = [
+                &e["peer"],
+                &e["offender"],
+                &e["detection"]["offender"],
+                &e["key"],
+            ]
+            .into_iter()
+            .find(|v| v.is_string())
+            .map(text)
+            .unwrap_or_default();
+            let why = [
+                &e["reason"],
+                &e["outcome"],
+                &e["detection"]["reason"],
+                &e["action"],
+            ]
+            .into_iter()
+            .find(|v| v.is_string())
+            .map(text)
+            .unwrap_or_default();
+            (who, why)
+        }
+    };
     format!("#{} {} {kind} {who}: {why}", r.index, r.at_ms)
 }
+
+pub(crate) struct Audit;
 
 impl Verb for Audit {
     const NAME: &'static str = "audit";
     const SUMMARY: &'static str =
         "Read the node's signed, hash-chained audit log, verified on read.";
-    const DESCRIPTION: &'static str = "Every threat detected or received, quarantine, ban, \
-        release, operator override and pause, in order, each signed by this node and linked \
-        to the one before. `verified` says whether the records returned check out, \
-        `problem` names the first that does not. Page with since = the previous `next`; \
-        jsonl renders one record per line for export. About 60 tokens per record.";
+    const DESCRIPTION: &'static str = "Every answer that crossed into your context (each \
+        entry visible, hidden or denied, and why), budget charge, threat detected or \
+        received, quarantine, ban, release, operator override, pause, breaker change and \
+        escalated conflict, in order, each signed by this node and linked to the one before. \
+        The whole chain is verified when the node starts and each page when read: \
+        `verified` says whether all checks out, `problem` names the first bad record. Page \
+        with since = the previous `next`; jsonl renders one record per line for export. \
+        About 60 tokens per record.";
     const EXAMPLE: &'static str = "membrane audit --since 0 --limit 50";
     const READ_ONLY: bool = true;
     type Request = AuditRequest;
@@ -617,6 +708,37 @@ mod tests {
             .and_then(serde_json::from_value)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(render_record(&view), format!("#0 7 ban {peer}: operator"));
+        let answer = log
+            .append(
+                8,
+                membrane_immune::AuditEvent::answer(
+                    "query",
+                    "gov",
+                    "notes.*",
+                    12,
+                    [
+                        membrane_immune::CrossingDecision::Visible,
+                        membrane_immune::CrossingDecision::Hidden,
+                        membrane_immune::CrossingDecision::Visible,
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, decision)| membrane_immune::Crossed {
+                        key: format!("notes.n{i}"),
+                        owner: peer,
+                        decision,
+                        reason: None,
+                    }),
+                ),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer_view: AuditRecordView = serde_json::to_value(&answer)
+            .and_then(serde_json::from_value)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            render_record(&answer_view),
+            "#1 8 answer query \"notes.*\" in gov: 2 visible, 1 hidden, 0 denied, 12 tokens"
+        );
         let back: AuditRecord = serde_json::to_value(&view)
             .and_then(serde_json::from_value)
             .unwrap_or_else(|e| panic!("{e}"));

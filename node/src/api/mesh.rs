@@ -309,6 +309,10 @@ pub struct OfferView {
     pub note: String,
     /// Arrived before the deadline.
     pub in_time: bool,
+    /// The circuit breaker that blocks delegating to this offer now (tasks toward the
+    /// agent or the capability failed too often in a row lately), if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<super::types::BreakerView>,
 }
 
 /// `offers`: the answers to a help request.
@@ -361,7 +365,9 @@ impl Verb for Offer {
     const NAME: &'static str = "offer";
     const SUMMARY: &'static str = "Answer a help request yourself: offer, or decline.";
     const DESCRIPTION: &'static str = "Your node may already have offered on its own from \
-        your capability card; yours replaces it. Costs about 30 tokens.";
+        your capability card; yours replaces it. Refused (409 breaker_open) while tasks \
+        toward you or the capability have failed too often in a row lately; declining is \
+        always possible. Costs about 30 tokens.";
     const EXAMPLE: &'static str =
         "membrane offer h1a2b3c4d5 --confidence 0.9 --note 'done it before'";
     const POSITIONAL: &'static [&'static str] = &["help"];
@@ -389,6 +395,16 @@ impl Verb for Offer {
                     .unwrap_or_default()
             }
         };
+        // Offering routes work here: refused while a breaker (this agent's, the
+        // capability's) blocks delegation. Declining is always possible.
+        if !req.decline
+            && let Some(blocked) = ctx
+                .node
+                .delegation_blocked(*ctx.node.id(), &capability)
+                .await?
+        {
+            return Err(ApiError::breaker(&blocked));
+        }
         let offer = OfferRecord {
             capability,
             confidence,
@@ -450,6 +466,11 @@ impl Verb for Offers {
                 declined.push(entry.owner().to_string());
                 continue;
             }
+            let blocked = ctx
+                .node
+                .delegation_blocked(*entry.owner(), &offer.capability)
+                .await?
+                .map(|b| super::types::BreakerView::new(&b.key, &b.state));
             offers.push(OfferView {
                 agent: entry.owner().to_string(),
                 name: snap.cards.get(entry.owner()).map(|c| c.name.clone()),
@@ -458,11 +479,14 @@ impl Verb for Offers {
                 by: offer.by,
                 note: offer.note,
                 in_time: entry.created_at_ms() <= record.deadline_ms,
+                blocked,
             });
         }
         offers.sort_by(|a, b| {
-            b.in_time
-                .cmp(&a.in_time)
+            a.blocked
+                .is_some()
+                .cmp(&b.blocked.is_some())
+                .then(b.in_time.cmp(&a.in_time))
                 .then(b.confidence.total_cmp(&a.confidence))
                 .then(a.agent.cmp(&b.agent))
         });
@@ -479,12 +503,16 @@ impl Verb for Offers {
         for o in &resp.offers {
             let _ = write!(
                 out,
-                "\n{} ({}) {} {:.2}{}{}",
+                "\n{} ({}) {} {:.2}{}{}{}",
                 o.name.as_deref().unwrap_or("?"),
                 short_peer(&o.agent),
                 o.capability,
                 o.confidence,
                 if o.in_time { "" } else { " (late)" },
+                match &o.blocked {
+                    Some(b) => format!(" (blocked: {} breaker {})", b.guards, b.state),
+                    None => String::new(),
+                },
                 if o.note.is_empty() {
                     String::new()
                 } else {
@@ -552,6 +580,14 @@ async fn offer_if_capable(ctx: &Ctx, space: &Space, id: &str) -> Result<(), ApiE
     else {
         return Ok(());
     };
+    if let Some(blocked) = ctx
+        .node
+        .delegation_blocked(*ctx.node.id(), &candidate.capability)
+        .await?
+    {
+        tracing::debug!(help = id, %blocked, "no automatic offer");
+        return Ok(());
+    }
     let offer = OfferRecord {
         capability: candidate.capability,
         // The match, weighted by the track record (standing is in (0, 2], 1 when new).
@@ -811,8 +847,19 @@ impl Verb for Thread {
             .iter()
             .map(|n| ctx.tokens.count(&n.entry.value) as u64)
             .sum();
-        ctx.check_budget(tokens)?;
-        ctx.charge(tokens);
+        let decisions = nodes
+            .iter()
+            .filter_map(|n| by_id.get(&n.entry.id.parse().ok()?))
+            .map(|e| super::verbs::visible(&e.body().key, e.owner()))
+            .collect();
+        ctx.cross(super::state::Answer {
+            verb: Self::NAME,
+            space: &space,
+            request: &req.id,
+            tokens,
+            decisions,
+        })
+        .await?;
         Ok(ThreadResponse { nodes })
     }
 

@@ -24,6 +24,18 @@ pub(crate) struct VerbLabels {
     pub(crate) verb: String,
 }
 
+/// Labels naming a space (one the node joined: at most `config::MAX_SPACES`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SpaceLabels {
+    pub(crate) space: String,
+}
+
+/// Labels naming a budget: `agent`, or `space:<name>` for a configured space budget.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BudgetLabels {
+    pub(crate) budget: String,
+}
+
 /// The API's metrics, registered in the node's registry.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -32,6 +44,10 @@ pub(crate) struct Metrics {
     pub(crate) unauthorized: Counter,
     pub(crate) tokens_charged: Counter,
     pub(crate) budget_refusals: Counter,
+    pub(crate) space_tokens: Family<SpaceLabels, Counter>,
+    pub(crate) budget_used: Family<BudgetLabels, Gauge>,
+    pub(crate) budget_limit: Family<BudgetLabels, Gauge>,
+    pub(crate) budget_warnings: Family<BudgetLabels, Counter>,
     pub(crate) sse_streams: Gauge,
 }
 
@@ -66,8 +82,32 @@ impl Metrics {
         let budget_refusals = Counter::default();
         registry.register(
             "budget_refusals",
-            "Answers refused because the agent's halt budget was spent",
+            "Answers refused because a halt budget (the agent's or a space's) was spent",
             budget_refusals.clone(),
+        );
+        let space_tokens = Family::<SpaceLabels, Counter>::default();
+        registry.register(
+            "space_tokens_charged",
+            "Tokens of answers that crossed into the agent's context, by space",
+            space_tokens.clone(),
+        );
+        let budget_used = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_used_tokens",
+            "Tokens used in the current window, by budget (agent, space:<name>)",
+            budget_used.clone(),
+        );
+        let budget_limit = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_limit_tokens",
+            "Tokens allowed per window, by budget (agent, space:<name>)",
+            budget_limit.clone(),
+        );
+        let budget_warnings = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "budget_warnings",
+            "Warn budgets spent in a window (answers still crossed), by budget",
+            budget_warnings.clone(),
         );
         let sse_streams = Gauge::default();
         registry.register(
@@ -81,6 +121,10 @@ impl Metrics {
             unauthorized,
             tokens_charged,
             budget_refusals,
+            space_tokens,
+            budget_used,
+            budget_limit,
+            budget_warnings,
             sse_streams,
         }
     }

@@ -3,6 +3,7 @@
 //! (`crate::mcp`) and the CLI (`membrane <verb>`), both clients of the HTTP API through
 //! [`client`].
 
+pub mod budget;
 pub mod client;
 pub mod coordination;
 pub mod error;

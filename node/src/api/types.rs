@@ -422,7 +422,7 @@ pub struct StatusResponse {
     pub version: String,
 }
 
-/// The agent's token budget.
+/// The agent's token budgets: its own (the top-level fields) and each space's.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct BudgetResponse {
     /// Tokens per window; absent when unlimited.
@@ -443,6 +443,19 @@ pub struct BudgetResponse {
     pub action: Option<String>,
     /// Tokens charged since the node started, all windows.
     pub total: u64,
+    /// In a 429 answer: the space whose budget refused (absent: the agent's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    /// Budgets of single spaces, on top of the agent's, in space order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spaces: Vec<SpaceBudgetView>,
+}
+
+fn action_name(action: membrane_protocol::cost::BudgetAction) -> &'static str {
+    match action {
+        membrane_protocol::cost::BudgetAction::Halt => "halt",
+        membrane_protocol::cost::BudgetAction::Warn => "warn",
+    }
 }
 
 impl BudgetResponse {
@@ -453,13 +466,46 @@ impl BudgetResponse {
             remaining: Some(state.remaining),
             window_ms: state.window_ms,
             resets_at_ms: state.resets_at_ms,
-            action: Some(
-                match state.action {
-                    membrane_protocol::cost::BudgetAction::Halt => "halt",
-                    membrane_protocol::cost::BudgetAction::Warn => "warn",
-                }
-                .to_owned(),
-            ),
+            action: Some(action_name(state.action).to_owned()),
+            total,
+            space: None,
+            spaces: Vec::new(),
+        }
+    }
+}
+
+/// One space's token budget: answers from the space draw on it as well as on the agent's.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SpaceBudgetView {
+    /// The space.
+    pub space: String,
+    /// Tokens per window.
+    pub limit: u64,
+    /// Tokens charged in the current window.
+    pub used: u64,
+    /// Tokens left in the window.
+    pub remaining: u64,
+    /// Window length in ms (0: never resets).
+    pub window_ms: u64,
+    /// When the window resets, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at_ms: Option<u64>,
+    /// `halt` or `warn`.
+    pub action: String,
+    /// Tokens charged to it since the node started, all windows.
+    pub total: u64,
+}
+
+impl SpaceBudgetView {
+    pub(crate) fn new(space: &membrane_protocol::Space, state: &BudgetState, total: u64) -> Self {
+        Self {
+            space: space.to_string(),
+            limit: state.limit,
+            used: state.used,
+            remaining: state.remaining,
+            window_ms: state.window_ms,
+            resets_at_ms: state.resets_at_ms,
+            action: action_name(state.action).to_owned(),
             total,
         }
     }
@@ -499,7 +545,9 @@ pub struct EventView {
     /// Position in the log.
     pub seq: u64,
     /// What happened: exposed, retracted, trust_set, arrived, withdrawn, merged, conflict,
-    /// rejected, broadcast, threat.
+    /// rejected, broadcast, threat, swarm, task, escalation (a value conflict that needs
+    /// you: contradicting facts, or a verified entry disputed), budget (a warn budget was
+    /// spent).
     #[serde(rename = "type")]
     pub kind: String,
     /// The space.
@@ -703,6 +751,37 @@ impl From<&Event> for EventView {
                 view.text = Some(format!("{role}: {reason}"));
                 ("role", space)
             }
+            EventKind::Escalation {
+                space,
+                key,
+                entries,
+                owners,
+                reason,
+            } => {
+                view.key = Some(key.to_string());
+                view.id = entries.first().and_then(id_text);
+                view.about = owners.iter().map(ToString::to_string).collect();
+                view.text = Some(reason.clone());
+                ("escalation", space)
+            }
+            EventKind::Budget {
+                space,
+                scope,
+                used,
+                limit,
+            } => {
+                view.text = Some(match scope.as_str() {
+                    "space" => format!(
+                        "space {space}'s token budget is spent: {used} of {limit} tokens \
+                         (warn: answers still cross)"
+                    ),
+                    _ => format!(
+                        "your token budget is spent: {used} of {limit} tokens (warn: answers \
+                         still cross)"
+                    ),
+                });
+                ("budget", space)
+            }
             _ => ("other", &membrane_protocol::Space::default_space()),
         };
         view.kind = kind.to_owned();
@@ -717,11 +796,58 @@ pub struct ErrorBody {
     /// A stable code: unauthorized, invalid_json, invalid_request, bad_key, bad_pattern,
     /// bad_space, bad_peer, bad_id, out_of_range, unknown_space, not_found, unknown_verb,
     /// unknown_subscription, method_not_allowed, refused, body_too_large,
-    /// budget_exhausted, paused, unavailable, internal.
+    /// budget_exhausted, breaker_open, paused, unavailable, internal.
     pub error: String,
     /// What was wrong and what was expected.
     pub message: String,
     /// The budget, when it refused the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetResponse>,
+    /// The circuit breaker, when one refused a claim or an offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerView>,
+}
+
+/// A delegation circuit breaker: consecutive task failures toward an agent or a
+/// capability open it, blocking claims and offers routed there for a cooldown; then one
+/// trial may go, and its success closes it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct BreakerView {
+    /// `agent` or `capability`.
+    pub guards: String,
+    /// The agent's peer id, or the capability's name.
+    pub id: String,
+    /// `closed` (counting failures), `open` or `half_open`.
+    pub state: String,
+    /// Consecutive failures so far (closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// Open: when its cooldown ends; half-open: when the trial out now runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+}
+
+impl BreakerView {
+    pub(crate) fn new(
+        key: &membrane_immune::BreakerKey,
+        state: &membrane_immune::BreakerState,
+    ) -> Self {
+        use membrane_immune::{BreakerKey, BreakerState};
+        let (guards, id) = match key {
+            BreakerKey::Agent(peer) => ("agent", peer.to_string()),
+            BreakerKey::Capability(c) => ("capability", c.clone()),
+        };
+        let (name, failures, until_ms) = match *state {
+            BreakerState::Closed { failures } => ("closed", Some(failures), None),
+            BreakerState::Open { until_ms } => ("open", None, Some(until_ms)),
+            BreakerState::HalfOpen { trial_until_ms } => ("half_open", None, trial_until_ms),
+        };
+        Self {
+            guards: guards.to_owned(),
+            id,
+            state: name.to_owned(),
+            failures,
+            until_ms,
+        }
+    }
 }

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::state::Ctx;
+use super::state::{Answer, Ctx};
 use super::types::*;
+use membrane_immune::{Crossed, CrossingDecision};
 
 /// One verb, typed.
 pub(crate) trait Verb {
@@ -445,6 +446,25 @@ fn render_entry(e: &EntryView) -> String {
     )
 }
 
+/// An entry that crosses.
+pub(crate) fn visible(key: &Key, owner: &PublicKey) -> Crossed {
+    Crossed {
+        key: key.to_string(),
+        owner: *owner,
+        decision: CrossingDecision::Visible,
+        reason: None,
+    }
+}
+
+fn hidden(w: &membrane_crdt::Withheld) -> Crossed {
+    Crossed {
+        key: w.key.to_string(),
+        owner: w.owner,
+        decision: CrossingDecision::Hidden,
+        reason: Some(w.reason.clone()),
+    }
+}
+
 struct Query;
 
 impl Verb for Query {
@@ -471,29 +491,51 @@ impl Verb for Query {
             .query_with(&space, &pattern, req.include_expired, filter)
             .await?;
         let tokens: u64 = answer.hit_tokens.iter().map(|t| u64::from(*t)).sum();
-        ctx.check_budget(tokens)?;
         let names = if answer.denied.is_empty() {
             Default::default()
         } else {
             ctx.names().await
         };
-        let response = QueryResponse {
+        let denied: Vec<DenialView> = answer
+            .denied
+            .iter()
+            .map(|d| DenialView {
+                key: d.key.to_string(),
+                reason: d
+                    .reason
+                    .describe(|k| names.get(k).cloned().unwrap_or_else(|| k.short())),
+            })
+            .collect();
+        let decisions = answer
+            .hits
+            .iter()
+            .map(|e| visible(&e.body().key, e.owner()))
+            .chain(answer.withheld.iter().map(hidden))
+            .chain(answer.denied.iter().zip(&denied).map(|(d, view)| {
+                let membrane_protocol::permeability::DenyReason::NotTrusted { owner, .. } =
+                    &d.reason;
+                Crossed {
+                    key: view.key.clone(),
+                    owner: *owner,
+                    decision: CrossingDecision::Denied,
+                    reason: Some(view.reason.clone()),
+                }
+            }))
+            .collect();
+        ctx.cross(Answer {
+            verb: Self::NAME,
+            space: &space,
+            request: &req.pattern,
+            tokens,
+            decisions,
+        })
+        .await?;
+        Ok(QueryResponse {
             hits: answer.hits.iter().map(EntryView::from).collect(),
             hidden: answer.hidden,
-            denied: answer
-                .denied
-                .iter()
-                .map(|d| DenialView {
-                    key: d.key.to_string(),
-                    reason: d
-                        .reason
-                        .describe(|k| names.get(k).cloned().unwrap_or_else(|| k.short())),
-                })
-                .collect(),
+            denied,
             tokens,
-        };
-        ctx.charge(tokens);
-        Ok(response)
+        })
     }
 
     fn render(resp: &QueryResponse) -> String {
@@ -551,8 +593,20 @@ impl Verb for Search {
             .node
             .search_with(&space, &req.text, max_tokens, filter)
             .await?;
-        ctx.check_budget(answer.total_tokens)?;
-        ctx.charge(answer.total_tokens);
+        let decisions = answer
+            .hits
+            .iter()
+            .map(|h| visible(&h.entry.body().key, h.entry.owner()))
+            .chain(answer.withheld.iter().map(hidden))
+            .collect();
+        ctx.cross(Answer {
+            verb: Self::NAME,
+            space: &space,
+            request: &req.text,
+            tokens: answer.total_tokens,
+            decisions,
+        })
+        .await?;
         Ok(SearchResponse {
             hits: answer
                 .hits
@@ -972,8 +1026,10 @@ impl Verb for BudgetVerb {
     const NAME: &'static str = "budget";
     const SUMMARY: &'static str = "How many context tokens the agent has taken in, and may still.";
     const DESCRIPTION: &'static str = "Query and search answers are charged to your token \
-        budget; when a halt budget is spent they are refused (HTTP 429) until the window \
-        resets. Check it before a broad query. About 40 tokens.";
+        budget and to their space's, if it has one; when a halt budget is spent they are \
+        refused (HTTP 429, with that budget's state) until its window resets, and a spent \
+        warn budget lets them through with a `budget` event. Check it before a broad query. \
+        About 40 tokens, and 30 per space budget.";
     const EXAMPLE: &'static str = "membrane budget";
     const READ_ONLY: bool = true;
     type Request = Empty;
@@ -984,7 +1040,7 @@ impl Verb for BudgetVerb {
     }
 
     fn render(resp: &BudgetResponse) -> String {
-        match (resp.limit, resp.remaining) {
+        let out = match (resp.limit, resp.remaining) {
             (Some(limit), Some(remaining)) => format!(
                 "{} of {limit} tokens used, {remaining} remain ({}); {} since start",
                 resp.used,
@@ -992,7 +1048,16 @@ impl Verb for BudgetVerb {
                 resp.total
             ),
             _ => format!("no budget; {} tokens taken in since start", resp.total),
+        };
+        let mut out = out;
+        for s in &resp.spaces {
+            let _ = write!(
+                out,
+                "\nspace {}: {} of {} tokens used, {} remain ({}); {} since start",
+                s.space, s.used, s.limit, s.remaining, s.action, s.total
+            );
         }
+        out
     }
 }
 

@@ -43,6 +43,8 @@ use super::topics::{self, Channel};
 use crate::immune::{self, Defences, Outcome};
 use crate::node::{Command, NodeError, NodeEvent, NodeOptions, PeerInfo, Status, own_reader};
 
+mod governance;
+
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
 /// Peers discovered through the DHT are dialled while fewer than this many are connected.
@@ -66,6 +68,15 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An entry a defence left out of an answer, for the audit log.
+fn withheld(entry: &membrane_protocol::Entry, why: &str) -> membrane_crdt::Withheld {
+    membrane_crdt::Withheld {
+        key: entry.body().key.clone(),
+        owner: *entry.owner(),
+        reason: why.to_owned(),
+    }
 }
 
 fn capability_key(capability: &str) -> RecordKey {
@@ -166,6 +177,8 @@ pub(crate) struct Service<S: Storage> {
     intents: membrane_crdt::intents::Intents,
     /// Role hints given and gaps watched.
     roles: roles::Roles,
+    /// Task outcomes fed to the breakers and conflicts escalated so far.
+    governance: crate::governance::Governance,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -185,7 +198,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             .map_err(|e| anyhow::anyhow!("intent settings: {e}"))?;
         let intents = options.intents.clone();
         let immune_store = immune::ImmuneStore::for_storage(&storage)?;
-        let defences = Defences::open(&keypair, immune_store, now_ms())?;
+        let defences = Defences::open(&keypair, immune_store, options.immune.clone(), now_ms())?;
         let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
             .map_err(|e| anyhow::anyhow!("opening the medium: {e}"))?;
         for space in &options.spaces {
@@ -227,6 +240,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             published: BTreeMap::new(),
             intents: membrane_crdt::intents::Intents::new(intents),
             roles: roles::Roles::default(),
+            governance: crate::governance::Governance::default(),
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -395,6 +409,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             .sum();
         self.metrics.entries.set(entries as i64);
         self.coordination_events();
+        self.escalate_conflicts();
         let new: Vec<_> = self.medium.events_since(self.last_event).to_vec();
         for event in new {
             self.last_event = event.seq;
@@ -463,9 +478,20 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .map(|mut answer| {
                         // Quarantined and banned owners' entries are kept (for audit) but
                         // never shown: they count as hidden.
-                        let before = answer.hits.len();
-                        answer.hits.retain(|e| !self.defences.hides(e.owner(), now));
-                        answer.hidden += before - answer.hits.len();
+                        let hits = std::mem::take(&mut answer.hits);
+                        let tokens = std::mem::take(&mut answer.hit_tokens);
+                        for (entry, tokens) in hits.into_iter().zip(tokens) {
+                            match self.defences.hides(entry.owner(), now) {
+                                Some(why) => {
+                                    answer.hidden += 1;
+                                    answer.withheld.push(withheld(&entry, why));
+                                }
+                                None => {
+                                    answer.hits.push(entry);
+                                    answer.hit_tokens.push(tokens);
+                                }
+                            }
+                        }
                         answer
                     });
                 let _ = reply.send(result);
@@ -476,9 +502,13 @@ impl<S: Storage + Send + 'static> Service<S> {
                     .search_with(&reader, &space, &text, max_tokens, now, &filter)
                     .map_err(err)
                     .map(|mut answer| {
-                        answer
-                            .hits
-                            .retain(|h| !self.defences.hides(h.entry.owner(), now));
+                        let hits = std::mem::take(&mut answer.hits);
+                        for hit in hits {
+                            match self.defences.hides(hit.entry.owner(), now) {
+                                Some(why) => answer.withheld.push(withheld(&hit.entry, why)),
+                                None => answer.hits.push(hit),
+                            }
+                        }
                         answer.total_tokens = answer.hits.iter().map(|h| u64::from(h.tokens)).sum();
                         answer
                     });
@@ -639,6 +669,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             Command::PublishThreat(signal, reply) => {
                 let _ = reply.send(self.publish_raw_threat(&signal));
             }
+            Command::Governance(command) => self.on_governance(command),
             Command::FindProviders(capability, reply) => {
                 match self.swarm.behaviour_mut().kad.as_mut() {
                     Some(kad) => {
@@ -778,6 +809,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
             }
             self.roles_after(&space, &snapshot, log);
+            self.govern_coordination(&space, &snapshot, log);
         }
     }
 
