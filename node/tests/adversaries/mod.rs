@@ -4,19 +4,14 @@
 //! logs. Every wait is event-driven with a deadline; nothing sleeps.
 #![allow(dead_code, clippy::panic, clippy::expect_used, unreachable_pub)]
 
-use automerge::transaction::Transactable;
-use automerge::{ActorId, Automerge, Change, ROOT};
-use membrane_crdt::hostile::plant_change;
+use membrane_crdt::hostile::Hostile;
 use membrane_crdt::{DocId, EventKind, MemoryStorage};
 use membrane_immune::{AuditEvent, AuditRecord, ContentHash, Verdict};
 use membrane_node::NodeHandle;
 use membrane_node::content::change_signature;
 use membrane_node::storage::SledStorage;
-use membrane_protocol::envelope::sign_change;
 use membrane_protocol::signals::{Severity, ThreatKind};
-use membrane_protocol::{
-    EntryBody, EntryKind, Envelope, EnvelopeId, Evidence, Keypair, PublicKey, Tier,
-};
+use membrane_protocol::{EnvelopeId, Keypair, PublicKey};
 
 use crate::common::eventually;
 use crate::immune_support::{addr, space, spawn, spawn_with, standing};
@@ -214,81 +209,32 @@ pub async fn medium_refused_from(node: &NodeHandle, peer: &PublicKey) -> bool {
         .any(|e| matches!(&e.kind, EventKind::Rejected { from, .. } if from == peer))
 }
 
-fn body(key: &str, seq: u64, value: &str) -> EntryBody {
-    EntryBody {
-        space: space(),
-        key: key.parse().unwrap(),
-        value: value.into(),
-        tier: Tier::Public,
-        tags: vec![],
-        kind: EntryKind::Fact,
-        evidence: Evidence::ToolResult,
-        parents: vec![],
-        seq,
-        ttl_ms: None,
-        half_life_ms: None,
-    }
-}
-
-/// A change by `doc`'s actor writing `envelope` under `author`'s key.
-fn put(doc: &mut Automerge, author: &PublicKey, envelope: &Envelope) -> Change {
-    let mut tx = doc.transaction();
-    tx.put(
-        ROOT,
-        format!("e/{}/{}", hex::encode(author.as_bytes()), envelope.id()),
-        automerge::ScalarValue::Bytes(envelope.to_bytes()),
-    )
-    .unwrap();
-    tx.commit();
-    doc.get_last_local_change().unwrap().clone()
-}
-
-fn actor_doc(key: &Keypair) -> Automerge {
-    Automerge::new().with_actor(ActorId::from(key.public().as_bytes().as_slice()))
-}
-
 /// An equivocation by `evil`: two changes, each validly signed, writing two different
 /// entries with the same owner seq (1) into the public document.
 pub struct Equivocation {
     pub first: EnvelopeId,
     pub second: EnvelopeId,
-    changes: Vec<(Change, [u8; 64])>,
+    hostile: Hostile,
 }
 
 impl Equivocation {
     pub fn new(evil: &Keypair) -> Self {
-        let mut doc = actor_doc(evil);
-        let a = Envelope::seal(evil, 0, &body("claims.a", 1, "EQUIVOCATION A")).unwrap();
-        let b = Envelope::seal(evil, 0, &body("claims.b", 1, "EQUIVOCATION B")).unwrap();
-        let ca = put(&mut doc, &evil.public(), &a);
-        let cb = put(&mut doc, &evil.public(), &b);
-        let changes = [ca, cb]
-            .into_iter()
-            .map(|c| {
-                let sig = sign_change(evil, &c.hash().0);
-                (c, sig)
-            })
-            .collect();
+        let hostile = Hostile::equivocation(evil, &space());
         Self {
-            first: a.id(),
-            second: b.id(),
-            changes,
+            first: hostile.entries[0],
+            second: hostile.entries[1],
+            hostile,
         }
     }
 
     /// A store holding both changes, for the equivocator's node.
     pub fn storage(&self) -> MemoryStorage {
-        let mut storage = MemoryStorage::new();
-        for (n, (change, sig)) in self.changes.iter().enumerate() {
-            plant_change(&mut storage, &DocId::public(space()), n as u64, change, sig).unwrap();
-        }
-        storage
+        planted(&self.hostile)
     }
 
     /// The content signature of the second change.
     pub fn second_signature(&self) -> ContentHash {
-        let (change, sig) = &self.changes[1];
-        change_signature(&DocId::public(space()), &change.hash().0, Some(sig))
+        signature(&self.hostile.changes[1])
     }
 }
 
@@ -296,39 +242,37 @@ impl Equivocation {
 /// signed), one whose signature does not verify (forgery). The same bytes can be planted
 /// in several stores: the forger's, and a replayer's.
 pub struct Poison {
-    changes: Vec<(Change, [u8; 64])>,
+    hostile: Hostile,
 }
 
 impl Poison {
     pub fn new(evil: &Keypair, victim: &PublicKey) -> Self {
-        let mut doc = actor_doc(evil);
-        let own = Envelope::seal(evil, 0, &body("poison.trespass", 1, "POISON trespass")).unwrap();
-        let trespass = put(&mut doc, victim, &own);
-        let env = Envelope::seal(evil, 0, &body("poison.forged", 2, "POISON forged")).unwrap();
-        let forged = put(&mut doc, &evil.public(), &env);
-        let good = sign_change(evil, &trespass.hash().0);
-        let wrong = sign_change(&Keypair::from_seed(&[99; 32]), &forged.hash().0);
         Self {
-            changes: vec![(trespass, good), (forged, wrong)],
+            hostile: Hostile::forgery_and_trespass(evil, victim, &space()),
         }
     }
 
     /// A store holding both changes.
     pub fn storage(&self) -> MemoryStorage {
-        let mut storage = MemoryStorage::new();
-        for (n, (change, sig)) in self.changes.iter().enumerate() {
-            plant_change(&mut storage, &DocId::public(space()), n as u64, change, sig).unwrap();
-        }
-        storage
+        planted(&self.hostile)
     }
 
     /// The content signatures of the two changes (trespass, forgery).
     pub fn signatures(&self) -> Vec<ContentHash> {
-        self.changes
-            .iter()
-            .map(|(c, sig)| change_signature(&DocId::public(space()), &c.hash().0, Some(sig)))
-            .collect()
+        self.hostile.changes.iter().map(signature).collect()
     }
+}
+
+fn planted(hostile: &Hostile) -> MemoryStorage {
+    let mut storage = MemoryStorage::new();
+    hostile
+        .plant(&mut storage, &DocId::public(space()))
+        .unwrap();
+    storage
+}
+
+fn signature((change, sig): &(automerge::Change, [u8; 64])) -> ContentHash {
+    change_signature(&DocId::public(space()), &change.hash().0, Some(sig))
 }
 
 /// Whether `node`'s audit log names `hash` as the evidence of a threat it detected or
@@ -366,43 +310,10 @@ pub async fn refuses_on_contact(node: &NodeHandle, other: &NodeHandle) {
     assert!(!node.peers().await.unwrap().contains(other.id()));
 }
 
-/// A store holding `count` valid public entries by `evil` (keys `spam.e<n>`, seqs 1, 2,
-/// …), all signed at `now_ms`, 500 to a change: an entry flood ready to push to whoever
-/// connects.
+/// A store holding `count` valid public entries by `evil`, all signed at `now_ms`: an
+/// entry flood ready to push to whoever connects.
 pub fn entry_flood(evil: &Keypair, count: usize, now_ms: u64) -> MemoryStorage {
-    let mut doc = actor_doc(evil);
-    let mut storage = MemoryStorage::new();
-    let id = DocId::public(space());
-    let mut n = 0;
-    let mut changes = 0u64;
-    while n < count {
-        let mut tx = doc.transaction();
-        for _ in 0..500.min(count - n) {
-            let envelope = Envelope::seal(
-                evil,
-                now_ms,
-                &body(&format!("spam.e{n}"), n as u64 + 1, "spam"),
-            )
-            .unwrap();
-            tx.put(
-                ROOT,
-                format!(
-                    "e/{}/{}",
-                    hex::encode(evil.public().as_bytes()),
-                    envelope.id()
-                ),
-                automerge::ScalarValue::Bytes(envelope.to_bytes()),
-            )
-            .unwrap();
-            n += 1;
-        }
-        tx.commit();
-        let change = doc.get_last_local_change().unwrap().clone();
-        let sig = sign_change(evil, &change.hash().0);
-        plant_change(&mut storage, &id, changes, &change, &sig).unwrap();
-        changes += 1;
-    }
-    storage
+    planted(&Hostile::entry_flood(evil, &space(), count, now_ms))
 }
 
 /// Milliseconds since the Unix epoch.
