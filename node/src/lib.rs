@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod content;
 #[doc(hidden)]
 pub mod fuzzing;
 mod governance;
