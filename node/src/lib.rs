@@ -8,7 +8,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod content;
 #[doc(hidden)]
 pub mod fuzzing;
 mod governance;
