@@ -501,6 +501,28 @@ impl SignedDoc {
         Ok(())
     }
 
+    /// What the document lacks to reach `wanted`, looking through parked changes: a wanted
+    /// hash that is parked is replaced by its own missing dependencies, recursively. A peer
+    /// asked only for a parked change would not send it again (it believes it did), so the
+    /// request must name what the parked change waits for.
+    pub(crate) fn missing_through_pending(&self, wanted: &[ChangeHash]) -> Vec<ChangeHash> {
+        let mut missing = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<ChangeHash> = wanted.to_vec();
+        while let Some(hash) = stack.pop() {
+            if !seen.insert(hash) || self.doc.get_change_by_hash(&hash).is_some() {
+                continue;
+            }
+            match self.pending.get(&hash) {
+                Some((change, _)) => stack.extend(change.deps().iter().copied()),
+                None => {
+                    missing.insert(hash);
+                }
+            }
+        }
+        missing.into_iter().collect()
+    }
+
     /// Takes every parked change out.
     pub(crate) fn take_pending(&mut self) -> Vec<(Change, Signature)> {
         std::mem::take(&mut self.pending).into_values().collect()

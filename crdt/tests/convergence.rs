@@ -196,3 +196,51 @@ proptest! {
         prop_assert_eq!(views(&first), views(&second));
     }
 }
+
+/// A schedule proptest found: a Bloom-filter false positive made a peer send a change
+/// without its dependency; the receiver parked it, and asked only for the parked change,
+/// which the sender believed it had sent. Sync looped forever until the receiver learned to
+/// ask for what parked changes wait on.
+#[test]
+fn a_parked_change_asks_for_its_missing_dependencies() {
+    let ops = vec![
+        Op::Expose {
+            who: 1,
+            key: 0,
+            value: 0,
+            tier: 0,
+        },
+        Op::Expose {
+            who: 2,
+            key: 1,
+            value: 2,
+            tier: 2,
+        },
+        Op::Expose {
+            who: 2,
+            key: 1,
+            value: 0,
+            tier: 0,
+        },
+        Op::Expose {
+            who: 1,
+            key: 0,
+            value: 0,
+            tier: 0,
+        },
+        Op::Expose {
+            who: 0,
+            key: 0,
+            value: 0,
+            tier: 2,
+        },
+        Op::Trust {
+            who: 0,
+            whom: 1,
+            score: 0,
+        },
+    ];
+    let first = run(3, &ops, 7_710_800);
+    let second = run(3, &ops, 15_398_498_019_252_520_565);
+    assert_eq!(views(&first), views(&second));
+}

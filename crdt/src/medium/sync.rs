@@ -136,6 +136,17 @@ impl<S: Storage> Medium<S> {
         };
         // Only the version-1 format carries changes one by one, which is what we validate.
         msg.flags = None;
+        // Automerge never saw the changes we parked, so it asks for them by hash; the peer
+        // already sent them in this session and will not again. Ask for what they wait on.
+        if signed.pending_len() > 0 {
+            let mut need = msg.need.clone();
+            for hash in signed.missing_through_pending(&msg.need) {
+                if !need.contains(&hash) {
+                    need.push(hash);
+                }
+            }
+            msg.need = need;
+        }
         let chunks: Vec<Vec<u8>> = msg.changes.iter().map(<[u8]>::to_vec).collect();
         msg.changes = Vec::<Vec<u8>>::new().into();
         let mut groups: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
