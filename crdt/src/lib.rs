@@ -28,7 +28,7 @@ pub mod search;
 pub mod storage;
 
 pub use doc::{DocId, RejectReason, Rejection};
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, FanOutTarget};
 pub use index::Conflict;
 pub use medium::{
     Config, Draft, Error, Exposed, Medium, QueryAnswer, SearchAnswer, SearchHit, SyncError,

@@ -35,6 +35,9 @@
 //! | `--budget-tokens` | `MEMBRANE_BUDGET_TOKENS` | `budget_tokens` | none (unlimited) |
 //! | `--budget-window` | — | `budget_window_secs` | `3600` |
 //! | `--budget-action` | — | `budget_action` | `halt` |
+//! | `--direct-accept` | — | `direct_accept` | `open` |
+//! | `--direct-max-bytes` | — | `direct_max_bytes` | `16384` |
+//! | `--direct-rate` | — | `direct_rate` | `30` (per sender per minute; bursts of up to 10) |
 //!
 //! An environment variable that is set but empty counts as unset. A relative `data_dir` in
 //! a config file is relative to the file's directory; a leading `~` is the home directory.
@@ -63,6 +66,9 @@
 //! budget_tokens = 200000
 //! budget_window_secs = 3600
 //! budget_action = "halt"
+//! direct_accept = "trusted"
+//! direct_max_bytes = 4096
+//! direct_rate = 10
 //!
 //! [capabilities]
 //! fact_check = "Checks claims against cited sources"
@@ -84,6 +90,8 @@ use membrane_protocol::signals::{
 };
 use membrane_protocol::{PublicKey, Score, Space};
 use serde::Deserialize;
+
+use crate::network::{DirectAccept, DirectPolicy};
 
 /// Environment variable for `--data-dir`.
 pub const ENV_DATA_DIR: &str = "MEMBRANE_DATA_DIR";
@@ -209,6 +217,22 @@ pub struct NodeArgs {
     /// and logs, e.g. --budget-action warn [default: halt]
     #[arg(long, value_name = "ACTION", value_parser = ["halt", "warn"])]
     pub budget_action: Option<String>,
+
+    /// Whom the agent takes direct messages from: open (anyone it has not rated below the
+    /// trust threshold) or trusted (only agents it trusts at or above it), e.g.
+    /// --direct-accept trusted [default: open]
+    #[arg(long, value_name = "POLICY", value_parser = ["open", "trusted"])]
+    pub direct_accept: Option<String>,
+
+    /// Longest direct message taken, in bytes (1 to 16384), e.g. --direct-max-bytes 4096
+    /// [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub direct_max_bytes: Option<String>,
+
+    /// Direct messages one sender may send per minute (bursts of up to 10, or of this many
+    /// if fewer), e.g. --direct-rate 10 [default: 30]
+    #[arg(long, value_name = "PER_MINUTE")]
+    pub direct_rate: Option<String>,
 }
 
 /// How the node writes its logs.
@@ -279,6 +303,8 @@ pub struct NodeConfig {
     pub trust_threshold: Score,
     /// The agent's token budget, if it has one.
     pub budget: Option<BudgetConfig>,
+    /// Whom and how much the agent takes direct messages from.
+    pub direct: DirectPolicy,
 }
 
 /// The agent's token budget: what crosses into its context through answers.
@@ -432,6 +458,11 @@ const TRUST_THRESHOLD: Setting = setting("--trust-threshold", "trust_threshold",
 const BUDGET_TOKENS: Setting = setting("--budget-tokens", "budget_tokens", Some(ENV_BUDGET_TOKENS));
 const BUDGET_WINDOW: Setting = setting("--budget-window", "budget_window_secs", None);
 const BUDGET_ACTION: Setting = setting("--budget-action", "budget_action", None);
+const DIRECT_ACCEPT: Setting = setting("--direct-accept", "direct_accept", None);
+const DIRECT_MAX_BYTES: Setting = setting("--direct-max-bytes", "direct_max_bytes", None);
+const DIRECT_RATE: Setting = setting("--direct-rate", "direct_rate", None);
+/// Largest burst `--direct-rate` gives.
+pub const DIRECT_BURST: u32 = 10;
 
 /// What is wrong with one value, before it is tied to a flag and a source.
 struct Bad {
@@ -478,6 +509,9 @@ struct FileConfig {
     budget_tokens: Option<u64>,
     budget_window_secs: Option<u64>,
     budget_action: Option<String>,
+    direct_accept: Option<String>,
+    direct_max_bytes: Option<u64>,
+    direct_rate: Option<u64>,
 }
 
 /// `capabilities` in a file: a table of name = description, or a list of
@@ -679,6 +713,7 @@ impl NodeConfig {
             log_format: LogFormat::Text,
             trust_threshold: Score::DEFAULT_THRESHOLD,
             budget: None,
+            direct: DirectPolicy::default(),
         }
         .with_default_listen()
     }
@@ -787,6 +822,7 @@ impl NodeConfig {
                 parse_threshold(&raw).map_err(|b| b.at(TRUST_THRESHOLD, &at, raw))?;
         }
         config.budget = resolve_budget(args, &env, file)?;
+        config.direct = resolve_direct(args, file)?;
 
         config.validate()?;
         Ok(config)
@@ -834,6 +870,13 @@ impl NodeConfig {
         }
         check_name(&self.name).map_err(|b| b.at(NAME, &here, self.name.as_str()))?;
         check_capabilities(&self.capabilities, &here)?;
+        self.direct.validate().map_err(|problem| {
+            bad(
+                problem,
+                "a limit of 1 to 16384 bytes and a rate of at least 1",
+            )
+            .at(DIRECT_RATE, &here, format!("{:?}", self.direct))
+        })?;
         Ok(())
     }
 }
@@ -1161,6 +1204,52 @@ fn resolve_budget(
         };
     }
     Ok(Some(budget))
+}
+
+/// The direct-message flags, each refining the default policy.
+fn resolve_direct(args: &NodeArgs, file: Option<&LoadedFile>) -> Result<DirectPolicy, ConfigError> {
+    let mut policy = DirectPolicy::default();
+    if let Some((raw, at)) = flag(&args.direct_accept)
+        .or_else(|| in_file(file, DIRECT_ACCEPT, |c| c.direct_accept.clone()))
+    {
+        policy.accept = raw.parse::<DirectAccept>().map_err(|problem| {
+            bad(problem, "open or trusted").at(DIRECT_ACCEPT, &at, raw.as_str())
+        })?;
+    }
+    if let Some((raw, at)) = flag(&args.direct_max_bytes).or_else(|| {
+        in_file(file, DIRECT_MAX_BYTES, |c| {
+            c.direct_max_bytes.map(|v| v.to_string())
+        })
+    }) {
+        let expected = format!("a whole number from 1 to {}", policy.max_message_bytes);
+        policy.max_message_bytes = raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=policy.max_message_bytes).contains(n))
+            .ok_or_else(|| {
+                bad("is not a byte limit", expected).at(DIRECT_MAX_BYTES, &at, raw.as_str())
+            })?;
+    }
+    if let Some((raw, at)) = flag(&args.direct_rate)
+        .or_else(|| in_file(file, DIRECT_RATE, |c| c.direct_rate.map(|v| v.to_string())))
+    {
+        let rate = raw
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                bad(
+                    "is not a rate",
+                    "a whole number of messages a minute, at least 1, e.g. 10",
+                )
+                .at(DIRECT_RATE, &at, raw.as_str())
+            })?;
+        policy.per_minute = rate;
+        policy.burst = rate.min(DIRECT_BURST);
+    }
+    Ok(policy)
 }
 
 fn parse_threshold(raw: &str) -> Result<Score, Bad> {
@@ -1873,5 +1962,69 @@ mod tests {
         config.listen = vec![addr("/memory/0")];
         config.bootstrap = vec![addr(&format!("/memory/7/p2p/{}", peer(1)))];
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn direct_message_flags_and_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(config.direct, DirectPolicy::default());
+
+        let args = NodeArgs {
+            direct_accept: Some("trusted".into()),
+            direct_max_bytes: Some("4096".into()),
+            direct_rate: Some("3".into()),
+            ..args_in(dir.path())
+        };
+        let config = NodeConfig::resolve(&args, &no_env).unwrap();
+        assert_eq!(config.direct.accept, DirectAccept::Trusted);
+        assert_eq!(config.direct.max_message_bytes, 4096);
+        assert_eq!((config.direct.per_minute, config.direct.burst), (3, 3));
+
+        // From a file; a rate above the burst cap keeps the cap.
+        write_config(
+            dir.path(),
+            "direct_accept = \"open\"\ndirect_max_bytes = 100\ndirect_rate = 120\n",
+        );
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(config.direct.max_message_bytes, 100);
+        assert_eq!(
+            (config.direct.per_minute, config.direct.burst),
+            (120, DIRECT_BURST)
+        );
+
+        for (args, flag) in [
+            (
+                NodeArgs {
+                    direct_max_bytes: Some("16385".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-max-bytes",
+            ),
+            (
+                NodeArgs {
+                    direct_max_bytes: Some("0".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-max-bytes",
+            ),
+            (
+                NodeArgs {
+                    direct_rate: Some("0".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-rate",
+            ),
+            (
+                NodeArgs {
+                    direct_accept: Some("closed".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-accept",
+            ),
+        ] {
+            let err = err_of(&args, &no_env);
+            assert_eq!(err.flag(), Some(flag), "{err}");
+        }
     }
 }

@@ -240,6 +240,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         },
         data_dir: Some(config.data_dir.clone()),
         api: Some(api_addr.to_string()),
+        direct: config.direct,
     };
     let home = config
         .spaces

@@ -91,6 +91,15 @@ impl From<NodeError> for ApiError {
             NodeError::Paused => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "paused", e.to_string())
             }
+            NodeError::UnknownAgent(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_agent", e.to_string())
+            }
+            NodeError::Unreachable { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "unreachable", e.to_string())
+            }
+            NodeError::Timeout { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
+            }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }

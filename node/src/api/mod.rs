@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod coordination;
+pub mod direct;
 pub mod error;
 pub mod governance;
 pub mod http;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use membrane_protocol::cost::{Budget, BudgetAction, TokenCounter};
+use membrane_protocol::cost::{BudgetAction, TokenCounter};
 use membrane_protocol::{Key, Pattern, PublicKey, Space};
 
 use super::error::ApiError;
@@ -22,12 +22,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[derive(Debug)]
-struct Book {
-    budget: Option<Budget>,
-    total: u64,
-}
-
 /// The API's shared state.
 pub struct Ctx {
     pub(crate) node: NodeHandle,
@@ -35,7 +29,6 @@ pub struct Ctx {
     pub(crate) tokens: Arc<dyn TokenCounter>,
     pub(crate) token: String,
     pub(crate) metrics: Metrics,
-    book: Mutex<Book>,
     subscriptions: Mutex<BTreeMap<String, Vec<Pattern>>>,
     next_subscription: AtomicU64,
 }
@@ -64,14 +57,8 @@ impl Ctx {
         token: String,
         budget: Option<BudgetConfig>,
     ) -> Self {
-        let budget = budget.map(|b| {
-            Budget::new(
-                b.tokens,
-                b.window_secs.saturating_mul(1000),
-                b.action,
-                now_ms(),
-            )
-        });
+        // The budget lives with the node, whose event loop charges direct messages to it.
+        node.meter().configure(budget, now_ms());
         let metrics = Metrics::new(&mut node.metrics().lock());
         Self {
             node,
@@ -79,7 +66,6 @@ impl Ctx {
             tokens,
             token,
             metrics,
-            book: Mutex::new(Book { budget, total: 0 }),
             subscriptions: Mutex::new(BTreeMap::new()),
             next_subscription: AtomicU64::new(1),
         }
@@ -92,44 +78,34 @@ impl Ctx {
 
     /// Refuses an answer of `cost` tokens if a halt budget cannot take it.
     pub(crate) fn check_budget(&self, cost: u64) -> Result<(), ApiError> {
-        let mut book = lock(&self.book);
-        let total = book.total;
-        if let Some(budget) = &mut book.budget
-            && let Err(exceeded) = budget.check(cost, now_ms())
-        {
-            self.metrics.budget_refusals.inc();
-            return Err(ApiError::budget(&exceeded, total));
-        }
-        Ok(())
+        self.node
+            .meter()
+            .check(cost, now_ms())
+            .map_err(|(exceeded, total)| {
+                self.metrics.budget_refusals.inc();
+                ApiError::budget(&exceeded, total)
+            })
     }
 
     /// Charges an answer that crossed.
     pub(crate) fn charge(&self, cost: u64) {
-        let mut book = lock(&self.book);
-        book.total = book.total.saturating_add(cost);
         self.metrics.tokens_charged.inc_by(cost);
-        if let Some(budget) = &mut book.budget {
-            let charge = budget.charge(cost, now_ms());
-            if charge.over && budget.action == BudgetAction::Warn {
-                tracing::warn!(
-                    used = charge.used,
-                    limit = charge.limit,
-                    "the agent's token budget is spent (warn: answers still pass)"
-                );
-            }
+        if let Some((charge, BudgetAction::Warn)) = self.node.meter().charge(cost, now_ms())
+            && charge.over
+        {
+            tracing::warn!(
+                used = charge.used,
+                limit = charge.limit,
+                "the agent's token budget is spent (warn: answers still pass)"
+            );
         }
     }
 
     /// The budget as the `budget` verb shows it.
     pub(crate) fn budget_state(&self) -> BudgetResponse {
-        let mut book = lock(&self.book);
-        let total = book.total;
-        match &mut book.budget {
-            Some(budget) => {
-                budget.roll(now_ms());
-                BudgetResponse::from_state(&budget.state(), total)
-            }
-            None => BudgetResponse {
+        match self.node.meter().state(now_ms()) {
+            (Some(state), total) => BudgetResponse::from_state(&state, total),
+            (None, total) => BudgetResponse {
                 limit: None,
                 used: total,
                 remaining: None,
@@ -181,15 +157,18 @@ impl Ctx {
 }
 
 /// Whether an event passes a filter: no patterns pass everything; with patterns, an event
-/// with a key passes if a pattern matches it, and of the keyless ones only broadcasts and
-/// threat signals pass (they concern every agent; merges and trust changes are noise to a
-/// filtered follower).
+/// with a key passes if a pattern matches it, and of the keyless ones only broadcasts,
+/// threat signals, direct messages and fan-outs pass (they concern this agent; merges and
+/// trust changes are noise to a filtered follower).
 pub(crate) fn matches(patterns: &[Pattern], event: &EventView) -> bool {
     if patterns.is_empty() {
         return true;
     }
     match event.key.as_deref().map(str::parse::<Key>) {
         Some(Ok(key)) => patterns.iter().any(|p| p.matches(&key)),
-        _ => matches!(event.kind.as_str(), "broadcast" | "threat"),
+        _ => matches!(
+            event.kind.as_str(),
+            "broadcast" | "threat" | "direct" | "fan_out"
+        ),
     }
 }

@@ -40,6 +40,8 @@ use super::topics::{self, Channel};
 use crate::immune::{self, Defences, Outcome};
 use crate::node::{Command, NodeError, NodeEvent, NodeOptions, PeerInfo, Status, own_reader};
 
+mod messages;
+
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
 /// Peers discovered through the DHT are dialled while fewer than this many are connected.
@@ -153,6 +155,8 @@ pub(crate) struct Service<S: Storage> {
     pending_threats: VecDeque<(u64, ThreatSignal)>,
     /// When this node last published about (offender, kind), itself or corroborating.
     published: BTreeMap<(PublicKey, ThreatKind), u64>,
+    /// Direct messages: the inbox's rules and the sends awaiting acknowledgement.
+    direct: messages::Direct,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -160,7 +164,7 @@ impl<S: Storage + Send + 'static> Service<S> {
         options: NodeOptions,
         (metrics, p2p_metrics): (crate::metrics::NodeMetrics, libp2p::metrics::Metrics),
         storage: S,
-        tokens: Arc<dyn TokenCounter>,
+        (tokens, meter): (Arc<dyn TokenCounter>, crate::budget::Meter),
         commands: mpsc::Receiver<Command>,
         shutdown: mpsc::Receiver<()>,
         events: broadcast::Sender<NodeEvent>,
@@ -168,6 +172,7 @@ impl<S: Storage + Send + 'static> Service<S> {
         let keypair = options.keypair.clone();
         let immune_store = immune::ImmuneStore::for_storage(&storage)?;
         let defences = Defences::open(&keypair, immune_store, now_ms())?;
+        let direct = messages::Direct::new(options.direct, tokens.clone(), meter);
         let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
             .map_err(|e| anyhow::anyhow!("opening the medium: {e}"))?;
         for space in &options.spaces {
@@ -207,6 +212,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             defences,
             pending_threats: VecDeque::new(),
             published: BTreeMap::new(),
+            direct,
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -393,6 +399,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 | Command::Broadcast(..)
                 | Command::Coordination(..)
                 | Command::Verification(..)
+                | Command::Send(..)
         )
     }
 
@@ -618,6 +625,13 @@ impl<S: Storage + Send + 'static> Service<S> {
                         let _ = reply.send(Ok(Vec::new()));
                     }
                 }
+            }
+            Command::Send(out, reply) => self.send_direct(out, reply),
+            Command::FindEvents(filter, limit, reply) => {
+                let _ = reply.send(Ok(self.find_events(&filter, limit)));
+            }
+            Command::Note(kind, reply) => {
+                let _ = reply.send(self.medium.note(kind).map_err(err));
             }
         }
     }
@@ -1733,6 +1747,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
                 self.outbox.retain(|(p, _), _| *p != peer);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
