@@ -1176,3 +1176,152 @@ impl Verb for Gather {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use membrane_crdt::coord::CardCapability;
+    use membrane_protocol::Keypair;
+
+    use super::*;
+
+    fn key(n: u8) -> PublicKey {
+        Keypair::from_seed(&[n; 32]).public()
+    }
+
+    fn card(capability: &str) -> Card {
+        Card {
+            name: "a".into(),
+            capabilities: vec![CardCapability {
+                name: capability.into(),
+                description: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn providers_rank_by_track_record_then_reputation_then_connection() {
+        let me = key(1);
+        let mut facts = ProviderFacts::default();
+        for n in [1, 2, 3, 4, 5] {
+            facts.cards.insert(key(n), card("reviewing"));
+        }
+        facts.cards.insert(key(6), card("writing"));
+        // 3 completed two reviewing tasks; 4 failed one; 5 is quarantined; 7 is known only
+        // from the DHT, 8 only from its ad.
+        let mut good = Standing::default();
+        good.completed.insert("reviewing".into(), 2);
+        facts.standings.insert(key(3), good);
+        let mut bad = Standing::default();
+        bad.failed.insert("reviewing".into(), 1);
+        facts.standings.insert(key(4), bad);
+        facts.shut_out.insert(key(5));
+        facts.dht = vec![key(7), me];
+        facts.ads = vec![key(8)];
+        facts.connected.insert(key(8));
+        facts.reputation.insert(key(7), -100.0);
+        let ranked = rank_providers("reviewing", &me, &facts);
+        let order: Vec<PublicKey> = ranked.iter().map(|p| p.agent).collect();
+        // Newcomers 2 and 8 tie at 1.0: the connected one first.
+        assert_eq!(
+            order,
+            [key(3), key(8), key(2), key(4), key(7)],
+            "{ranked:?}"
+        );
+        assert!((ranked[0].score - 2.0 * 0.75).abs() < 1e-9, "{ranked:?}");
+        assert!((ranked[4].score - 0.5).abs() < 1e-9, "{ranked:?}");
+        // Provider records and ads are looked up per capability; cards are filtered.
+        facts.dht.clear();
+        facts.ads.clear();
+        assert!(rank_providers("astrology", &me, &facts).is_empty());
+    }
+
+    fn direct(seq: u64, id: u8, from: PublicKey, to: PublicKey, re: Option<u8>, at: u64) -> Event {
+        Event {
+            seq,
+            kind: EventKind::Direct {
+                space: Space::default_space(),
+                id: EnvelopeId([id; 32]),
+                from,
+                to,
+                reply_to: re.map(|r| EnvelopeId([r; 32])),
+                entry: None,
+                message: format!("m{id}"),
+                tokens: 1,
+                at_ms: at,
+            },
+        }
+    }
+
+    #[test]
+    fn a_thread_is_its_root_and_every_reply_at_any_depth() {
+        let (a, b) = (key(1), key(2));
+        let log = vec![
+            direct(1, 10, a, b, None, 0),
+            direct(2, 20, a, b, None, 0),
+            direct(3, 11, b, a, Some(10), 0),
+            direct(4, 12, a, b, Some(11), 0),
+            direct(5, 21, b, a, Some(20), 0),
+            direct(6, 13, b, a, Some(10), 0),
+        ];
+        let ids = |events: Vec<Event>| -> Vec<u64> { events.iter().map(|e| e.seq).collect() };
+        // From the root or from any reply, the same thread.
+        assert_eq!(ids(thread(&log, &EnvelopeId([10; 32]))), [1, 3, 4, 6]);
+        assert_eq!(ids(thread(&log, &EnvelopeId([12; 32]))), [1, 3, 4, 6]);
+        assert_eq!(ids(thread(&log, &EnvelopeId([21; 32]))), [2, 5]);
+        assert!(thread(&log, &EnvelopeId([99; 32])).is_empty());
+    }
+
+    #[test]
+    fn gather_counts_only_the_targets_replies_to_their_own_message_by_the_deadline() {
+        let (me, x, y, z, w) = (key(1), key(2), key(3), key(4), key(5));
+        let targets = [
+            FanOutTarget {
+                agent: x,
+                message: Some(EnvelopeId([20; 32])),
+                failed: None,
+            },
+            FanOutTarget {
+                agent: y,
+                message: Some(EnvelopeId([30; 32])),
+                failed: None,
+            },
+            FanOutTarget {
+                agent: z,
+                message: Some(EnvelopeId([40; 32])),
+                failed: None,
+            },
+            FanOutTarget {
+                agent: w,
+                message: None,
+                failed: Some("refused: untrusted".into()),
+            },
+        ];
+        let log = vec![
+            // x answers its message in time.
+            direct(1, 21, x, me, Some(20), 900),
+            // y answers x's message: not a result.
+            direct(2, 31, y, me, Some(20), 900),
+            // z answers late.
+            direct(3, 41, z, me, Some(40), 1_100),
+        ];
+        let names = BTreeMap::new();
+        // Before the deadline, before z's late reply arrived.
+        let (results, late, pending, missed, done) =
+            gather_state(&me, (1_000, &targets), &log[..2], &names, 950);
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].agent, x.to_string());
+        assert!(late.is_empty());
+        assert_eq!(pending, [y, z]);
+        assert_eq!(missed.len(), 1);
+        assert!(missed[0].why.contains("untrusted"));
+        assert!(!done);
+        let (results, late, pending, missed, done) =
+            gather_state(&me, (1_000, &targets), &log, &names, 1_200);
+        assert_eq!(results.len(), 1);
+        assert_eq!(late.len(), 1);
+        assert!(pending.is_empty());
+        let missing: Vec<&str> = missed.iter().map(|m| m.agent.as_str()).collect();
+        assert_eq!(missing, [y.to_string(), z.to_string(), w.to_string()]);
+        assert!(done);
+    }
+}

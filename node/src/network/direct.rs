@@ -463,8 +463,8 @@ mod tests {
             "full buckets were forgotten: {}",
             rate.len()
         );
-        // The busy sender's bucket was kept: 2 taken, 2 × 0.5/s refilled by 1.5 s … still
-        // tracked, so its level is not reset to a full burst.
+        // The busy sender's bucket was kept, not reset to a full burst: 0.5 left at 0.5 s,
+        // +1 by 1.5 s, so one more passes and the next waits 0.5 s.
         assert_eq!(rate.take(&busy, T0 + 1_500), Ok(()));
         assert_eq!(rate.take(&busy, T0 + 1_500), Err(500));
     }
