@@ -553,7 +553,9 @@ async fn a_spent_halt_budget_refuses_answers_with_429() {
     .await;
     api.ok(
         "expose",
-        json!({"key": "budget.one", "value": "a short fact about sea level rise", "tier": "public"}),
+        // Long enough that the hit costs over half the budget whatever its random id and
+        // owner (their hex digits tokenize to a varying count).
+        json!({"key": "budget.one", "value": "a short fact about sea level rise and coastal flooding", "tier": "public"}),
     )
     .await;
     let first = api.ok("query", json!({"pattern": "budget.*"})).await;
