@@ -195,6 +195,42 @@ pub enum EventKind {
         /// The window's limit.
         limit: u64,
     },
+    /// A direct message to or from this node's agent, acknowledged by its receiver (the
+    /// receiver logs it on accepting it, the sender on the acknowledgement).
+    Direct {
+        /// The space whose rules judged it.
+        space: Space,
+        /// The message's envelope id (what a reply names).
+        id: EnvelopeId,
+        /// Its sender.
+        from: PublicKey,
+        /// Its recipient.
+        to: PublicKey,
+        /// The message it answers, if any.
+        reply_to: Option<EnvelopeId>,
+        /// An entry of the medium it refers to, if any.
+        entry: Option<EnvelopeId>,
+        /// The text.
+        message: String,
+        /// Its tokens as the receiver counted (and charged) them.
+        tokens: u64,
+        /// When this node accepted it (receiver) or had it acknowledged (sender), ms since
+        /// the Unix epoch, by this node's clock.
+        at_ms: u64,
+    },
+    /// This node's agent fanned a task out to several agents over direct messages.
+    FanOut {
+        /// Space.
+        space: Space,
+        /// The fan-out's id (what `gather` names).
+        id: String,
+        /// The task's first words.
+        task: String,
+        /// Results count until this instant, ms since the Unix epoch.
+        deadline_ms: u64,
+        /// Each agent addressed and what became of its message.
+        targets: Vec<FanOutTarget>,
+    },
     /// A peer's change was refused.
     Rejected {
         /// Space.
@@ -206,4 +242,15 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+}
+
+/// One agent a fan-out addressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutTarget {
+    /// Who.
+    pub agent: PublicKey,
+    /// The message it accepted (its replies name this id), if it accepted one.
+    pub message: Option<EnvelopeId>,
+    /// Why the message did not reach it, if it did not.
+    pub failed: Option<String>,
 }

@@ -29,7 +29,7 @@ pub mod search;
 pub mod storage;
 
 pub use doc::{DocId, RejectReason, Rejection};
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, FanOutTarget};
 pub use index::Conflict;
 pub use medium::{
     Config, Draft, Error, Exposed, Filter, Medium, QueryAnswer, SearchAnswer, SearchHit, SyncError,

@@ -39,6 +39,9 @@
 //! | `--intent-half-life` | — | `intent_half_life_secs` | `60` |
 //! | `--intent-swarms` | — | `intent_swarms` | off |
 //! | `--space-budget` | — | `space_budgets` | none |
+//! | `--direct-accept` | — | `direct_accept` | `open` |
+//! | `--direct-max-bytes` | — | `direct_max_bytes` | `16384` |
+//! | `--direct-rate` | — | `direct_rate` | `30` (per sender per minute; bursts of up to 10) |
 //!
 //! An environment variable that is set but empty counts as unset. A relative `data_dir` in
 //! a config file is relative to the file's directory; a leading `~` is the home directory.
@@ -70,6 +73,9 @@
 //! intent_quorum = 3
 //! intent_half_life_secs = 60
 //! intent_swarms = true
+//! direct_accept = "trusted"
+//! direct_max_bytes = 4096
+//! direct_rate = 10
 //!
 //! # A token budget of its own for a space (each a window of its own), on top of the
 //! # agent's: `--space-budget climate-brief=50000/3600/warn` on the command line.
@@ -99,6 +105,8 @@ use membrane_protocol::signals::{
 };
 use membrane_protocol::{PublicKey, Score, Space};
 use serde::Deserialize;
+
+use crate::network::{DirectAccept, DirectPolicy};
 
 /// Environment variable for `--data-dir`.
 pub const ENV_DATA_DIR: &str = "MEMBRANE_DATA_DIR";
@@ -246,6 +254,21 @@ pub struct NodeArgs {
     /// climate-brief=50000/3600/warn [default window 3600, action halt]
     #[arg(long = "space-budget", value_name = "SPACE=TOKENS[/SECS[/ACTION]]")]
     pub space_budgets: Vec<String>,
+    /// Whom the agent takes direct messages from: open (anyone it has not rated below the
+    /// trust threshold) or trusted (only agents it trusts at or above it), e.g.
+    /// --direct-accept trusted [default: open]
+    #[arg(long, value_name = "POLICY", value_parser = ["open", "trusted"])]
+    pub direct_accept: Option<String>,
+
+    /// Longest direct message taken, in bytes (1 to 16384), e.g. --direct-max-bytes 4096
+    /// [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub direct_max_bytes: Option<String>,
+
+    /// Direct messages one sender may send per minute (bursts of up to 10, or of this many
+    /// if fewer), e.g. --direct-rate 10 [default: 30]
+    #[arg(long, value_name = "PER_MINUTE")]
+    pub direct_rate: Option<String>,
 }
 
 /// How the node writes its logs.
@@ -320,6 +343,8 @@ pub struct NodeConfig {
     pub intents: IntentConfig,
     /// Token budgets of single spaces (each one of `spaces`), on top of the agent's.
     pub space_budgets: BTreeMap<Space, BudgetConfig>,
+    /// Whom and how much the agent takes direct messages from.
+    pub direct: DirectPolicy,
 }
 
 /// Quorum sensing over intents (see `membrane_crdt::intents`).
@@ -502,6 +527,11 @@ const BUDGET_ACTION: Setting = setting("--budget-action", "budget_action", None)
 const INTENT_QUORUM: Setting = setting("--intent-quorum", "intent_quorum", None);
 const INTENT_HALF_LIFE: Setting = setting("--intent-half-life", "intent_half_life_secs", None);
 const SPACE_BUDGETS: Setting = setting("--space-budget", "space_budgets", None);
+const DIRECT_ACCEPT: Setting = setting("--direct-accept", "direct_accept", None);
+const DIRECT_MAX_BYTES: Setting = setting("--direct-max-bytes", "direct_max_bytes", None);
+const DIRECT_RATE: Setting = setting("--direct-rate", "direct_rate", None);
+/// Largest burst `--direct-rate` gives.
+pub const DIRECT_BURST: u32 = 10;
 
 /// What is wrong with one value, before it is tied to a flag and a source.
 struct Bad {
@@ -548,6 +578,9 @@ struct FileConfig {
     budget_tokens: Option<u64>,
     budget_window_secs: Option<u64>,
     budget_action: Option<String>,
+    direct_accept: Option<String>,
+    direct_max_bytes: Option<u64>,
+    direct_rate: Option<u64>,
     intent_quorum: Option<u64>,
     intent_half_life_secs: Option<u64>,
     intent_swarms: Option<bool>,
@@ -770,6 +803,7 @@ impl NodeConfig {
             budget: None,
             intents: IntentConfig::default(),
             space_budgets: BTreeMap::new(),
+            direct: DirectPolicy::default(),
         }
         .with_default_listen()
     }
@@ -916,6 +950,7 @@ impl NodeConfig {
                 })?;
         }
         config.space_budgets = resolve_space_budgets(args, file)?;
+        config.direct = resolve_direct(args, file)?;
 
         config.validate()?;
         Ok(config)
@@ -964,6 +999,13 @@ impl NodeConfig {
         check_name(&self.name).map_err(|b| b.at(NAME, &here, self.name.as_str()))?;
         check_capabilities(&self.capabilities, &here)?;
         check_space_budgets(&self.space_budgets, &self.spaces, &here)?;
+        self.direct.validate().map_err(|problem| {
+            bad(
+                problem,
+                "a limit of 1 to 16384 bytes and a rate of at least 1",
+            )
+            .at(DIRECT_RATE, &here, format!("{:?}", self.direct))
+        })?;
         Ok(())
     }
 }
@@ -1399,6 +1441,52 @@ fn resolve_budget(
         };
     }
     Ok(Some(budget))
+}
+
+/// The direct-message flags, each refining the default policy.
+fn resolve_direct(args: &NodeArgs, file: Option<&LoadedFile>) -> Result<DirectPolicy, ConfigError> {
+    let mut policy = DirectPolicy::default();
+    if let Some((raw, at)) = flag(&args.direct_accept)
+        .or_else(|| in_file(file, DIRECT_ACCEPT, |c| c.direct_accept.clone()))
+    {
+        policy.accept = raw.parse::<DirectAccept>().map_err(|problem| {
+            bad(problem, "open or trusted").at(DIRECT_ACCEPT, &at, raw.as_str())
+        })?;
+    }
+    if let Some((raw, at)) = flag(&args.direct_max_bytes).or_else(|| {
+        in_file(file, DIRECT_MAX_BYTES, |c| {
+            c.direct_max_bytes.map(|v| v.to_string())
+        })
+    }) {
+        let expected = format!("a whole number from 1 to {}", policy.max_message_bytes);
+        policy.max_message_bytes = raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=policy.max_message_bytes).contains(n))
+            .ok_or_else(|| {
+                bad("is not a byte limit", expected).at(DIRECT_MAX_BYTES, &at, raw.as_str())
+            })?;
+    }
+    if let Some((raw, at)) = flag(&args.direct_rate)
+        .or_else(|| in_file(file, DIRECT_RATE, |c| c.direct_rate.map(|v| v.to_string())))
+    {
+        let rate = raw
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                bad(
+                    "is not a rate",
+                    "a whole number of messages a minute, at least 1, e.g. 10",
+                )
+                .at(DIRECT_RATE, &at, raw.as_str())
+            })?;
+        policy.per_minute = rate;
+        policy.burst = rate.min(DIRECT_BURST);
+    }
+    Ok(policy)
 }
 
 fn parse_threshold(raw: &str) -> Result<Score, Bad> {
@@ -2224,5 +2312,69 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("default,ops"), "{message}");
+    }
+
+    #[test]
+    fn direct_message_flags_and_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(config.direct, DirectPolicy::default());
+
+        let args = NodeArgs {
+            direct_accept: Some("trusted".into()),
+            direct_max_bytes: Some("4096".into()),
+            direct_rate: Some("3".into()),
+            ..args_in(dir.path())
+        };
+        let config = NodeConfig::resolve(&args, &no_env).unwrap();
+        assert_eq!(config.direct.accept, DirectAccept::Trusted);
+        assert_eq!(config.direct.max_message_bytes, 4096);
+        assert_eq!((config.direct.per_minute, config.direct.burst), (3, 3));
+
+        // From a file; a rate above the burst cap keeps the cap.
+        write_config(
+            dir.path(),
+            "direct_accept = \"open\"\ndirect_max_bytes = 100\ndirect_rate = 120\n",
+        );
+        let config = NodeConfig::resolve(&args_in(dir.path()), &no_env).unwrap();
+        assert_eq!(config.direct.max_message_bytes, 100);
+        assert_eq!(
+            (config.direct.per_minute, config.direct.burst),
+            (120, DIRECT_BURST)
+        );
+
+        for (args, flag) in [
+            (
+                NodeArgs {
+                    direct_max_bytes: Some("16385".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-max-bytes",
+            ),
+            (
+                NodeArgs {
+                    direct_max_bytes: Some("0".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-max-bytes",
+            ),
+            (
+                NodeArgs {
+                    direct_rate: Some("0".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-rate",
+            ),
+            (
+                NodeArgs {
+                    direct_accept: Some("closed".into()),
+                    ..args_in(dir.path())
+                },
+                "--direct-accept",
+            ),
+        ] {
+            let err = err_of(&args, &no_env);
+            assert_eq!(err.flag(), Some(flag), "{err}");
+        }
     }
 }

@@ -29,3 +29,25 @@ pub fn sse(data: &[u8]) {
     let _ = parser.push(&data[..cut]);
     let _ = parser.push(&data[cut..]);
 }
+
+/// Reads the bytes as a `/membrane/direct/1` request and as an acknowledgement, through
+/// the codec (size-checked before decoding), and opens a request the way the receiver does.
+pub fn direct_message(data: &[u8]) {
+    use futures::executor::block_on;
+    use futures::io::Cursor;
+    use libp2p::request_response::Codec;
+
+    use crate::network::direct_codec::{DIRECT_PROTOCOL, DirectCodec, DirectRequest};
+
+    // Any fixed clock and sender: the fuzzer cannot forge signatures, so what it explores is
+    // the decoding before the signature check.
+    const NOW: u64 = 1_763_700_000_000;
+    let sender = membrane_protocol::Keypair::from_seed(&[7; 32]).public();
+    let mut codec = DirectCodec;
+    if let Ok(DirectRequest::Frame(bytes)) =
+        block_on(codec.read_request(&DIRECT_PROTOCOL, &mut Cursor::new(data)))
+    {
+        let _ = crate::network::direct_codec::open_request(&bytes, &sender, NOW);
+    }
+    let _ = block_on(codec.read_response(&DIRECT_PROTOCOL, &mut Cursor::new(data)));
+}

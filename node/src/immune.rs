@@ -597,6 +597,11 @@ impl Defences {
         self.engine.accepts_from(peer, now_ms)
     }
 
+    /// Whether `peer` is held in quarantine now.
+    pub(crate) fn is_quarantined(&self, peer: &PublicKey) -> bool {
+        self.engine.quarantine(peer).is_some()
+    }
+
     /// Why entries owned by `owner` are hidden from the agent, if they are: it is
     /// quarantined or banned.
     pub(crate) fn hides(&self, owner: &PublicKey, now_ms: u64) -> Option<&'static str> {

@@ -6,6 +6,7 @@
 //! over request-response. [`node::Node::spawn`] starts one; [`node::NodeHandle`] drives it.
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod config;
 #[doc(hidden)]
@@ -20,7 +21,8 @@ pub mod network;
 pub mod node;
 pub mod storage;
 
-pub use network::TransportKind;
+pub use network::{DirectAccept, DirectPolicy, Refusal, RefusalReason, TransportKind};
 pub use node::{
-    Node, NodeError, NodeEvent, NodeHandle, NodeOptions, PeerInfo, Status, TrustEdgeView,
+    Delivery, Node, NodeError, NodeEvent, NodeHandle, NodeOptions, Outgoing, PeerInfo, Status,
+    TrustEdgeView,
 };

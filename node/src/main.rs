@@ -247,6 +247,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         },
         intent_swarms: config.intents.swarms,
         immune: membrane_immune::Config::default(),
+        direct: config.direct,
     };
     let home = config
         .spaces

@@ -1,5 +1,6 @@
 //! The node's Prometheus metrics: libp2p's own swarm and protocol metrics, and ours: peers,
-//! gossip in and out, sync sessions and messages, changes applied and rejected, entries.
+//! gossip in and out, sync sessions and messages, changes applied and rejected, entries,
+//! direct messages sent, received, refused (by reason) and failed.
 //! One registry per node, shared with the API, which serves it at `GET /metrics`. Label
 //! values come from our own enums, never from peers, so their number is bounded.
 
@@ -23,6 +24,14 @@ pub(crate) struct DirectionLabels {
     pub(crate) direction: &'static str,
 }
 
+/// A direct message's direction and, for refusals and failures, why: labels from our own
+/// enums (`RefusalReason::name`, and `unreachable` / `timeout`), never from peers.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DirectLabels {
+    pub(crate) direction: &'static str,
+    pub(crate) reason: &'static str,
+}
+
 /// The node's own metrics.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeMetrics {
@@ -36,6 +45,10 @@ pub(crate) struct NodeMetrics {
     pub(crate) changes_rejected: Counter,
     pub(crate) entries: Gauge,
     pub(crate) threats: Counter,
+    pub(crate) direct_sent: Counter,
+    pub(crate) direct_received: Counter,
+    pub(crate) direct_refused: Family<DirectLabels, Counter>,
+    pub(crate) direct_failed: Family<DirectLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -53,6 +66,10 @@ impl NodeMetrics {
             changes_rejected: Counter::default(),
             entries: Gauge::default(),
             threats: Counter::default(),
+            direct_sent: Counter::default(),
+            direct_received: Counter::default(),
+            direct_refused: Family::default(),
+            direct_failed: Family::default(),
         };
         registry.register("peers", "Connected peers", metrics.peers.clone());
         registry.register(
@@ -99,6 +116,28 @@ impl NodeMetrics {
             "threat_signals",
             "Threat signals received or published",
             metrics.threats.clone(),
+        );
+        registry.register(
+            "direct_sent",
+            "Direct messages this agent sent that their receiver accepted",
+            metrics.direct_sent.clone(),
+        );
+        registry.register(
+            "direct_received",
+            "Direct messages accepted for this agent",
+            metrics.direct_received.clone(),
+        );
+        registry.register(
+            "direct_refused",
+            "Direct messages refused, by direction (in: this node refused; out: the receiver \
+             refused ours) and reason",
+            metrics.direct_refused.clone(),
+        );
+        registry.register(
+            "direct_failed",
+            "Direct messages of this agent that got no acknowledgement, by reason \
+             (unknown_agent, unreachable, timeout)",
+            metrics.direct_failed.clone(),
         );
         (metrics, libp2p)
     }

@@ -16,8 +16,9 @@ use membrane_protocol::signals::{Capability, ThreatSignal};
 use membrane_protocol::{EnvelopeId, Key, Keypair, Pattern, PublicKey, Score, Space};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::budget::Meter;
 use crate::immune::{AuditPage, ImmuneReport};
-use crate::network::TransportKind;
+use crate::network::{DirectPolicy, Refusal, TransportKind};
 
 /// Commands waiting for the event loop, at most.
 pub const COMMAND_CAPACITY: usize = 256;
@@ -66,6 +67,8 @@ pub struct NodeOptions {
     pub intent_swarms: bool,
     /// The immune layer's settings (reputation, detectors, quorum, breakers).
     pub immune: membrane_immune::Config,
+    /// Whom and how much the agent takes direct messages from.
+    pub direct: DirectPolicy,
 }
 
 impl NodeOptions {
@@ -90,6 +93,7 @@ impl NodeOptions {
             intents: membrane_crdt::intents::Config::default(),
             intent_swarms: false,
             immune: membrane_immune::Config::default(),
+            direct: DirectPolicy::default(),
         }
     }
 }
@@ -215,6 +219,32 @@ pub enum NodeError {
     /// A delegation circuit breaker refused: tasks routed there failed too often lately.
     #[error("{0}")]
     Blocked(membrane_immune::Blocked),
+    /// No agent by this id is known: not connected, no capability ad or card, not in the
+    /// DHT's routing table.
+    #[error(
+        "no agent {0} is known to this node (not connected, no capability card or ad, not in \
+         the DHT); check the id with peers or discover"
+    )]
+    UnknownAgent(PublicKey),
+    /// The agent is known but its node could not be reached.
+    #[error("agent {peer} could not be reached: {detail}")]
+    Unreachable {
+        /// Who.
+        peer: PublicKey,
+        /// What failed.
+        detail: String,
+    },
+    /// The agent's node did not answer in time; the message may or may not have arrived.
+    #[error(
+        "agent {peer} did not acknowledge within {secs} s; it may or may not have the message \
+         (its node may be overloaded or stalled: try again later, or ask another agent)"
+    )]
+    Timeout {
+        /// Who.
+        peer: PublicKey,
+        /// How long this node waited.
+        secs: u64,
+    },
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -248,6 +278,9 @@ pub(crate) enum Command {
     Audit(u64, usize, Reply<AuditPage>),
     PublishThreat(ThreatSignal, Reply<()>),
     Governance(Governance),
+    Send(Outgoing, Reply<Delivery>),
+    FindEvents(EventFilter, usize, Reply<Vec<Event>>),
+    Note(EventKind, Reply<u64>),
 }
 
 /// Governance requests of the API: what it audits, and the delegation breakers.
@@ -261,6 +294,45 @@ pub(crate) enum Governance {
     Admit(PublicKey, String, Reply<()>),
     /// Whether a delegation would be admitted now, without taking a trial.
     Blocks(PublicKey, String, Reply<Option<membrane_immune::Blocked>>),
+}
+
+/// Selects events of the log.
+pub(crate) struct EventFilter(pub(crate) Box<dyn Fn(&Event) -> bool + Send>);
+
+impl std::fmt::Debug for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventFilter")
+    }
+}
+
+/// A direct message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The agent it is for.
+    pub to: PublicKey,
+    /// The space whose rules it is judged by (both must have joined it).
+    pub space: Space,
+    /// The text.
+    pub message: String,
+    /// The earlier message it answers.
+    pub reply_to: Option<EnvelopeId>,
+    /// An entry it refers to.
+    pub entry: Option<EnvelopeId>,
+}
+
+/// What the receiver said of a direct message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message's id (replies name it).
+    pub id: EnvelopeId,
+    /// Who received it.
+    pub to: PublicKey,
+    /// Its tokens as the receiver counted them.
+    pub tokens: u64,
+    /// The receiver had it already (a retry), so it was not delivered twice.
+    pub duplicate: bool,
+    /// Set when the receiver refused it, with the reason.
+    pub refused: Option<Refusal>,
 }
 
 impl Command {
@@ -277,6 +349,7 @@ impl Command {
             Command::Search(.., r) => drop(r.send(Err(e))),
             Command::Coordination(.., r) => drop(r.send(Err(e))),
             Command::Verification(.., r) => drop(r.send(Err(e))),
+            Command::Send(.., r) => drop(r.send(Err(e))),
             other => drop(other),
         }
     }
@@ -293,6 +366,7 @@ pub struct NodeHandle {
     events: broadcast::Sender<NodeEvent>,
     shutdown: mpsc::Sender<()>,
     metrics: crate::metrics::SharedRegistry,
+    meter: Meter,
 }
 
 /// Starts nodes.
@@ -316,12 +390,13 @@ impl Node {
         let id = options.keypair.public();
         let registry = crate::metrics::SharedRegistry::new();
         let metrics = crate::metrics::NodeMetrics::register(&mut registry.lock());
+        let meter = Meter::default();
         // Boxed: the service is large, and callers' futures would carry it inline.
         let service = Box::pin(crate::network::service::Service::new(
             options,
             metrics,
             storage,
-            tokens,
+            (tokens, meter.clone()),
             command_rx,
             shutdown_rx,
             events.clone(),
@@ -335,6 +410,7 @@ impl Node {
                 events,
                 shutdown,
                 metrics: registry,
+                meter,
             },
             task,
         ))
@@ -359,6 +435,12 @@ impl NodeHandle {
     /// The node's metrics registry (the API adds its own and serves it at `/metrics`).
     pub fn metrics(&self) -> &crate::metrics::SharedRegistry {
         &self.metrics
+    }
+
+    /// The agent's token budget, shared with the API (which sets it and charges answers to
+    /// it); the node charges the direct messages it accepts to it.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// Follows the node's events from now on.
@@ -605,6 +687,29 @@ impl NodeHandle {
     #[doc(hidden)]
     pub async fn publish_threat(&self, signal: ThreatSignal) -> Result<(), NodeError> {
         self.call(|r| Command::PublishThreat(signal, r)).await
+    }
+
+    /// Sends a direct message and waits for the receiver's acknowledgement: accepted (and
+    /// on its agent's event log) or refused with the reason. Errors when the receiver is
+    /// unknown, unreachable or silent.
+    pub async fn send(&self, message: Outgoing) -> Result<Delivery, NodeError> {
+        self.call(|r| Command::Send(message, r)).await
+    }
+
+    /// Up to `limit` events of the log that `filter` selects, newest first.
+    pub async fn find_events(
+        &self,
+        filter: impl Fn(&Event) -> bool + Send + 'static,
+        limit: usize,
+    ) -> Result<Vec<Event>, NodeError> {
+        self.call(|r| Command::FindEvents(EventFilter(Box::new(filter)), limit, r))
+            .await
+    }
+
+    /// Logs an event of the agent's own making (a fan-out); answers with its sequence
+    /// number.
+    pub async fn note(&self, kind: EventKind) -> Result<u64, NodeError> {
+        self.call(|r| Command::Note(kind, r)).await
     }
 
     /// Asks the node to stop; the event loop flushes and returns.

@@ -34,3 +34,8 @@ fn api_request_inputs() {
 fn sse_inputs() {
     replay("sse", membrane_node::fuzzing::sse);
 }
+
+#[test]
+fn direct_message_inputs() {
+    replay("direct_message", membrane_node::fuzzing::direct_message);
+}

@@ -70,11 +70,14 @@ pub enum Kind {
     BuildOn,
     /// A message to every agent of a space ([`crate::signals::Broadcast`]).
     Broadcast,
+    /// A message from one agent to another over a direct stream
+    /// ([`crate::signals::DirectMessage`]).
+    Direct,
 }
 
 impl Kind {
     /// Every kind, in wire-number order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Entry,
         Kind::Retraction,
         Kind::TrustEdge,
@@ -88,6 +91,7 @@ impl Kind {
         Kind::Proposal,
         Kind::BuildOn,
         Kind::Broadcast,
+        Kind::Direct,
     ];
 
     /// The number on the wire.
@@ -106,6 +110,7 @@ impl Kind {
             Kind::Proposal => 34,
             Kind::BuildOn => 35,
             Kind::Broadcast => 36,
+            Kind::Direct => 40,
         }
     }
 
@@ -130,6 +135,7 @@ impl Kind {
             Kind::Proposal => "proposal",
             Kind::BuildOn => "build-on",
             Kind::Broadcast => "broadcast",
+            Kind::Direct => "direct",
         }
     }
 
@@ -149,6 +155,8 @@ impl Kind {
             Kind::Proposal => 10 * 1024,
             Kind::BuildOn => 10 * 1024,
             Kind::Broadcast => 5 * 1024,
+            // The message (16 KiB at most) and its addressing: space, recipient, ids.
+            Kind::Direct => 17 * 1024,
         }
     }
 

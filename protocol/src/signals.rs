@@ -1,7 +1,8 @@
 //! Small signed messages: gossip signals and agent-to-agent coordination.
 //!
 //! Gossip carries [`ThreatSignal`], [`CapabilityAd`], [`Intent`] and [`Heads`]; the agent
-//! mesh verbs are [`Help`], [`Offer`], [`Proposal`], [`BuildOn`] and [`Broadcast`]. Each is
+//! mesh verbs are [`Help`], [`Offer`], [`Proposal`], [`BuildOn`] and [`Broadcast`]; a
+//! [`DirectMessage`] goes from one agent to another over a direct stream. Each is
 //! a [`Payload`] sealed in an envelope of its own kind, with the size limit its kind sets
 //! ([`Kind::max_payload_bytes`]) and field limits checked by `validate`, on sealing and on
 //! opening alike.
@@ -36,6 +37,8 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 pub const MAX_TITLE_BYTES: usize = 256;
 /// Longest broadcast.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+/// Longest direct message.
+pub const MAX_DIRECT_BYTES: usize = 16 * 1024;
 
 fn limit(field: &str, len: usize, max: usize) -> Result<(), String> {
     if len > max {
@@ -350,6 +353,34 @@ impl Payload for Broadcast {
     }
 }
 
+/// A message from one agent to another, sent over a direct stream between their nodes.
+/// The recipient is signed with it, so a message cannot be replayed to someone else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectMessage {
+    /// The space whose rules (trust, accept policy) the message is judged by.
+    pub space: Space,
+    /// The agent it is for.
+    pub to: PublicKey,
+    /// The message.
+    pub message: String,
+    /// The earlier message (its envelope id) this one answers, threading a conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<EnvelopeId>,
+    /// An entry of the medium the message refers to (a result, a draft to look at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<EnvelopeId>,
+}
+
+impl Payload for DirectMessage {
+    const KIND: Kind = Kind::Direct;
+
+    fn validate(&self) -> Result<(), String> {
+        non_empty("message", &self.message)?;
+        limit("message", self.message.len(), MAX_DIRECT_BYTES)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +465,32 @@ mod tests {
             space: space(),
             message: long(MAX_MESSAGE_BYTES),
         });
+        round_trip(DirectMessage {
+            space: long(crate::key::MAX_SPACE_LEN).parse().unwrap(),
+            to: kp.public(),
+            message: "é".repeat(MAX_DIRECT_BYTES / 2),
+            reply_to: Some(EnvelopeId([4; 32])),
+            entry: Some(EnvelopeId([5; 32])),
+        });
+    }
+
+    #[test]
+    fn a_direct_message_is_bounded_and_not_empty() {
+        let kp = Keypair::from_seed(&[5; 32]);
+        let message = |text: String| DirectMessage {
+            space: space(),
+            to: kp.public(),
+            message: text,
+            reply_to: None,
+            entry: None,
+        };
+        assert!(Envelope::seal(&kp, 0, &message("x".repeat(MAX_DIRECT_BYTES))).is_ok());
+        let over = Envelope::seal(&kp, 0, &message("x".repeat(MAX_DIRECT_BYTES + 1)));
+        assert!(
+            matches!(&over, Err(crate::envelope::SealError::Invalid { reason, .. }) if reason.contains("16384")),
+            "{over:?}"
+        );
+        assert!(Envelope::seal(&kp, 0, &message(" \n".into())).is_err());
     }
 
     #[test]

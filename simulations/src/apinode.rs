@@ -65,7 +65,19 @@ impl ApiNode {
         bootstrap: &[String],
         tokens: Arc<dyn TokenCounter>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(keypair, space, bootstrap, tokens, |_| {}).await
+    }
+
+    /// [`ApiNode::start`], with `configure` adjusting the node's options first.
+    pub async fn start_with(
+        keypair: Keypair,
+        space: &Space,
+        bootstrap: &[String],
+        tokens: Arc<dyn TokenCounter>,
+        configure: impl FnOnce(&mut NodeOptions),
+    ) -> anyhow::Result<Self> {
         let mut options = NodeOptions::memory(keypair);
+        configure(&mut options);
         options.spaces = vec![space.clone()];
         options.bootstrap = bootstrap
             .iter()

@@ -2,7 +2,7 @@
 //! maps to a 4xx with a message naming what was wrong and what was expected; 5xx is kept
 //! for the node's own failures.
 
-use super::budget::{Refusal, Scope};
+use crate::budget::{Refusal, Scope};
 use super::types::{BreakerView, BudgetResponse, ErrorBody};
 use crate::node::NodeError;
 use axum::http::StatusCode;
@@ -108,6 +108,15 @@ impl From<NodeError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "paused", e.to_string())
             }
             NodeError::Blocked(blocked) => Self::breaker(blocked),
+            NodeError::UnknownAgent(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_agent", e.to_string())
+            }
+            NodeError::Unreachable { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "unreachable", e.to_string())
+            }
+            NodeError::Timeout { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
+            }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }

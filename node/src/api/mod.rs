@@ -3,9 +3,9 @@
 //! (`crate::mcp`) and the CLI (`membrane <verb>`), both clients of the HTTP API through
 //! [`client`].
 
-pub mod budget;
 pub mod client;
 pub mod coordination;
+pub mod direct;
 pub mod error;
 pub mod governance;
 pub mod http;

@@ -12,7 +12,7 @@ use membrane_immune::{Crossed, CrossingDecision};
 use membrane_protocol::cost::{BudgetState, TokenCounter};
 use membrane_protocol::{Key, Pattern, PublicKey, Space};
 
-use super::budget::{Charged, Ledger, Scope};
+use crate::budget::{Charged, Ledger, Scope};
 use super::error::ApiError;
 use super::metrics::{BudgetLabels, Metrics, SpaceLabels};
 use super::types::{BudgetResponse, EventView, SpaceBudgetView};
@@ -48,7 +48,6 @@ pub struct Ctx {
     pub(crate) tokens: Arc<dyn TokenCounter>,
     pub(crate) token: String,
     pub(crate) metrics: Metrics,
-    ledger: Mutex<Ledger>,
     subscriptions: Mutex<BTreeMap<String, Vec<Pattern>>>,
     next_subscription: AtomicU64,
 }
@@ -77,6 +76,9 @@ impl Ctx {
         token: String,
         budget: Option<BudgetConfig>,
     ) -> Self {
+        // The budgets live with the node, whose event loop charges direct messages to them.
+        node.meter()
+            .replace(Ledger::new(budget, &BTreeMap::new(), now_ms()));
         let metrics = Metrics::new(&mut node.metrics().lock());
         let ctx = Self {
             node,
@@ -84,7 +86,6 @@ impl Ctx {
             tokens,
             token,
             metrics,
-            ledger: Mutex::new(Ledger::new(budget, &BTreeMap::new(), now_ms())),
             subscriptions: Mutex::new(BTreeMap::new()),
             next_subscription: AtomicU64::new(1),
         };
@@ -96,21 +97,23 @@ impl Ctx {
     /// one the node joined, as `NodeConfig::validate` checks).
     pub fn with_space_budgets(self, budgets: &BTreeMap<Space, BudgetConfig>) -> Self {
         let agent = {
-            let mut ledger = lock(&self.ledger);
+            let mut ledger = self.node.meter().lock();
             ledger.agent(now_ms()).map(|s| BudgetConfig {
                 tokens: s.state.limit,
                 window_secs: s.state.window_ms / 1000,
                 action: s.state.action,
             })
         };
-        *lock(&self.ledger) = Ledger::new(agent, budgets, now_ms());
+        self.node
+            .meter()
+            .replace(Ledger::new(agent, budgets, now_ms()));
         self.export_budgets();
         self
     }
 
     /// Sets the budget gauges from the ledger.
     fn export_budgets(&self) {
-        let mut ledger = lock(&self.ledger);
+        let mut ledger = self.node.meter().lock();
         let now = now_ms();
         let standings = ledger.agent(now).into_iter().chain(ledger.spaces(now));
         for s in standings {
@@ -147,7 +150,7 @@ impl Ctx {
     pub(crate) async fn cross(&self, answer: Answer<'_>) -> Result<(), ApiError> {
         let now = now_ms();
         let space = answer.space;
-        let checked = lock(&self.ledger).check(space, answer.tokens, now);
+        let checked = self.node.meter().lock().check(space, answer.tokens, now);
         let mut decisions = answer.decisions;
         if let Err(refusal) = checked {
             self.metrics.budget_refusals.inc();
@@ -168,7 +171,7 @@ impl Ctx {
             self.node.record(vec![event], Vec::new()).await?;
             return Err(ApiError::budget(&refusal));
         }
-        let charged = lock(&self.ledger).charge(space, answer.tokens, now);
+        let charged = self.node.meter().lock().charge(space, answer.tokens, now);
         self.metrics.tokens_charged.inc_by(answer.tokens);
         self.metrics
             .space_tokens
@@ -223,7 +226,7 @@ impl Ctx {
 
     /// The budgets as the `budget` verb shows them.
     pub(crate) fn budget_state(&self) -> BudgetResponse {
-        let mut ledger = lock(&self.ledger);
+        let mut ledger = self.node.meter().lock();
         let now = now_ms();
         let total = ledger.total();
         let mut response = match ledger.agent(now) {
@@ -306,10 +309,9 @@ fn charge_record(c: &Charged) -> AuditEvent {
 
 /// Whether an event passes a filter: no patterns pass everything; escalations, budget
 /// warnings, intent quorums and role hints always pass (they ask for the agent's
-/// attention); with patterns, an event with
-/// a key passes if a pattern matches it, and of the keyless ones only broadcasts and threat
-/// signals pass (they concern every agent; merges and trust changes are noise to a
-/// filtered follower).
+/// attention); with patterns, an event with a key passes if a pattern matches it, and of
+/// the keyless ones only broadcasts, threat signals, direct messages and fan-outs pass
+/// (they concern this agent; merges and trust changes are noise to a filtered follower).
 pub(crate) fn matches(patterns: &[Pattern], event: &EventView) -> bool {
     if patterns.is_empty()
         || matches!(
@@ -321,6 +323,9 @@ pub(crate) fn matches(patterns: &[Pattern], event: &EventView) -> bool {
     }
     match event.key.as_deref().map(str::parse::<Key>) {
         Some(Ok(key)) => patterns.iter().any(|p| p.matches(&key)),
-        _ => matches!(event.kind.as_str(), "broadcast" | "threat"),
+        _ => matches!(
+            event.kind.as_str(),
+            "broadcast" | "threat" | "direct" | "fan_out"
+        ),
     }
 }

@@ -547,7 +547,7 @@ pub struct EventView {
     /// What happened: exposed, retracted, trust_set, arrived, withdrawn, merged, conflict,
     /// rejected, broadcast, threat, swarm, task, escalation (a value conflict that needs
     /// you: contradicting facts, or a verified entry disputed), budget (a warn budget was
-    /// spent).
+    /// spent), direct (a direct message to or from this agent), fan_out.
     #[serde(rename = "type")]
     pub kind: String,
     /// The space.
@@ -555,7 +555,8 @@ pub struct EventView {
     /// The key concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The entry or record concerned, if any.
+    /// The entry or record concerned, if any (for a direct message, its id: reply to it
+    /// with `send --reply-to <id>`; for a fan-out, the id `gather` takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The agent it came from (owner, sender, reporter), if not this one.
@@ -567,9 +568,16 @@ pub struct EventView {
     /// A human line: the broadcast message, the rejection reason, the offence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// The other agent concerned: the trustee, the offender, the conflicting owners.
+    /// The other agent concerned: the trustee, the offender, the conflicting owners, a
+    /// direct message's recipient, a fan-out's agents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub about: Vec<String>,
+    /// For a direct message: the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// For a direct message: the entry it refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
 }
 
 fn doc_name(doc: &DocRef) -> String {
@@ -599,6 +607,8 @@ impl From<&Event> for EventView {
             tier: None,
             text: None,
             about: Vec::new(),
+            reply_to: None,
+            entry: None,
         };
         let (kind, space) = match &event.kind {
             EventKind::Exposed {
@@ -782,6 +792,40 @@ impl From<&Event> for EventView {
                 });
                 ("budget", space)
             }
+            EventKind::Direct {
+                space,
+                id,
+                from,
+                to,
+                reply_to,
+                entry,
+                message,
+                ..
+            } => {
+                view.id = id_text(id);
+                view.from = peer_text(from);
+                view.about = vec![to.to_string()];
+                view.text = Some(message.clone());
+                view.reply_to = reply_to.as_ref().map(ToString::to_string);
+                view.entry = entry.as_ref().map(ToString::to_string);
+                ("direct", space)
+            }
+            EventKind::FanOut {
+                space,
+                id,
+                task,
+                targets,
+                ..
+            } => {
+                let delivered = targets.iter().filter(|t| t.message.is_some()).count();
+                view.id = Some(id.clone());
+                view.about = targets.iter().map(|t| t.agent.to_string()).collect();
+                view.text = Some(format!(
+                    "{task} (to {delivered} of {} agents)",
+                    targets.len()
+                ));
+                ("fan_out", space)
+            }
             _ => ("other", &membrane_protocol::Space::default_space()),
         };
         view.kind = kind.to_owned();
@@ -796,7 +840,8 @@ pub struct ErrorBody {
     /// A stable code: unauthorized, invalid_json, invalid_request, bad_key, bad_pattern,
     /// bad_space, bad_peer, bad_id, out_of_range, unknown_space, not_found, unknown_verb,
     /// unknown_subscription, method_not_allowed, refused, body_too_large,
-    /// budget_exhausted, breaker_open, paused, unavailable, internal.
+    /// budget_exhausted, breaker_open, paused, unknown_agent, no_provider, unreachable,
+    /// timeout, unavailable, internal.
     pub error: String,
     /// What was wrong and what was expected.
     pub message: String,

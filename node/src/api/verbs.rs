@@ -184,6 +184,10 @@ static VERBS: LazyLock<Vec<VerbSpec>> = LazyLock::new(|| {
         spec::<super::mesh::Thread>(),
         spec::<super::intents::IntentVerb>(),
         spec::<super::intents::Intents>(),
+        spec::<super::direct::SendVerb>(),
+        spec::<super::direct::Messages>(),
+        spec::<super::direct::FanOut>(),
+        spec::<super::direct::Gather>(),
         spec::<super::governance::Threats>(),
         spec::<super::governance::Quarantine>(),
         spec::<super::governance::Release>(),
@@ -862,7 +866,12 @@ pub fn render_event(e: &EventView) -> String {
         let _ = write!(out, " {key}");
     }
     if let Some(id) = &e.id {
-        let _ = write!(out, " [{}]", short(id));
+        // A direct message's whole id: it is what a reply names.
+        if e.kind == "direct" {
+            let _ = write!(out, " [{id}]");
+        } else {
+            let _ = write!(out, " [{}]", short(id));
+        }
     }
     if let Some(tier) = e.tier {
         let _ = write!(out, " {}", tier_text(tier));
@@ -873,6 +882,12 @@ pub fn render_event(e: &EventView) -> String {
     if !e.about.is_empty() {
         let about: Vec<&str> = e.about.iter().map(|p| short_peer(p)).collect();
         let _ = write!(out, " about {}", about.join(","));
+    }
+    if let Some(re) = &e.reply_to {
+        let _ = write!(out, " re [{}]", short(re));
+    }
+    if let Some(entry) = &e.entry {
+        let _ = write!(out, " entry [{}]", short(entry));
     }
     if let Some(text) = &e.text {
         let _ = write!(out, ": {text}");

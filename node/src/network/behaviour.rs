@@ -1,10 +1,10 @@
 //! One composed `NetworkBehaviour`, in the order that matters: connection and memory limits
 //! first (they refuse before anything else spends on a connection), then the gate that
 //! refuses banned peers (fed by the immune layer's bans, `crate::immune`), then identify,
-//! ping, Kademlia, gossipsub (scored, with the immune layer's application score) and the
-//! sync protocol.
+//! ping, Kademlia, gossipsub (scored, with the immune layer's application score), the
+//! sync protocol and direct messages.
 //! A light node (simulations) leaves out everything but the limits, the gate, ping,
-//! gossipsub and sync: it talks only to the peers it dials or that dial it.
+//! gossipsub, sync and direct messages: it talks only to the peers it dials or that dial it.
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use libp2p::{
 use sha2_hash::content_id;
 
 use super::codec::{SYNC_PROTOCOL, SyncCodec};
+use super::direct_codec::{DIRECT_PROTOCOL, DirectCodec};
 
 /// Kademlia protocol name: our own, so the node never joins the IPFS DHT.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/membrane/kad/1.0.0");
@@ -36,6 +37,10 @@ pub(crate) const MAX_MEMORY_PERCENTAGE: f64 = 0.9;
 pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Sync streams open at once, at most.
 pub(crate) const MAX_SYNC_STREAMS: usize = 64;
+/// How long a direct message may wait for its acknowledgement.
+pub(crate) const DIRECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Direct-message streams open at once per connection, at most.
+pub(crate) const MAX_DIRECT_STREAMS: usize = 32;
 
 /// Peer-score thresholds for gossipsub (see the gossipsub v1.1 spec): below
 /// `GOSSIP_THRESHOLD` a peer gets no gossip from us, below `PUBLISH_THRESHOLD` none of our
@@ -73,6 +78,7 @@ pub(crate) struct Behaviour {
     pub(crate) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
+    pub(crate) direct: request_response::Behaviour<DirectCodec>,
 }
 
 /// Why the behaviour could not be built.
@@ -196,6 +202,13 @@ impl Behaviour {
                 request_response::Config::default()
                     .with_request_timeout(SYNC_TIMEOUT)
                     .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+            ),
+            direct: request_response::Behaviour::with_codec(
+                DirectCodec,
+                [(DIRECT_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(DIRECT_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_DIRECT_STREAMS),
             ),
         })
     }

@@ -4,6 +4,8 @@
 
 mod behaviour;
 pub(crate) mod codec;
+pub(crate) mod direct;
+pub(crate) mod direct_codec;
 pub(crate) mod service;
 mod topics;
 
@@ -14,6 +16,8 @@ use libp2p::core::upgrade::Version;
 use libp2p::{Swarm, SwarmBuilder, Transport, noise, tcp, yamux};
 
 pub(crate) use behaviour::{Behaviour, Roles};
+pub use direct::{Accept as DirectAccept, Policy as DirectPolicy};
+pub use direct_codec::{Reason as RefusalReason, Refusal};
 
 /// Which transport a node speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

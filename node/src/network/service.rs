@@ -44,6 +44,7 @@ use crate::immune::{self, Defences, Outcome};
 use crate::node::{Command, NodeError, NodeEvent, NodeOptions, PeerInfo, Status, own_reader};
 
 mod governance;
+mod messages;
 
 /// Bytes of frames one sync message carries at most (frames are each ≤ 4 MiB).
 const MESSAGE_FRAME_BUDGET: usize = MAX_SYNC_MESSAGE_BYTES - 64 * 1024;
@@ -179,6 +180,8 @@ pub(crate) struct Service<S: Storage> {
     roles: roles::Roles,
     /// Task outcomes fed to the breakers and conflicts escalated so far.
     governance: crate::governance::Governance,
+    /// Direct messages: the inbox's rules and the sends awaiting acknowledgement.
+    direct: messages::Direct,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -186,7 +189,7 @@ impl<S: Storage + Send + 'static> Service<S> {
         options: NodeOptions,
         (metrics, p2p_metrics): (crate::metrics::NodeMetrics, libp2p::metrics::Metrics),
         storage: S,
-        tokens: Arc<dyn TokenCounter>,
+        (tokens, meter): (Arc<dyn TokenCounter>, crate::budget::Meter),
         commands: mpsc::Receiver<Command>,
         shutdown: mpsc::Receiver<()>,
         events: broadcast::Sender<NodeEvent>,
@@ -199,6 +202,7 @@ impl<S: Storage + Send + 'static> Service<S> {
         let intents = options.intents.clone();
         let immune_store = immune::ImmuneStore::for_storage(&storage)?;
         let defences = Defences::open(&keypair, immune_store, options.immune.clone(), now_ms())?;
+        let direct = messages::Direct::new(options.direct, tokens.clone(), meter);
         let mut medium = Medium::open(keypair.clone(), storage, options.medium.clone(), tokens)
             .map_err(|e| anyhow::anyhow!("opening the medium: {e}"))?;
         for space in &options.spaces {
@@ -241,6 +245,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             intents: membrane_crdt::intents::Intents::new(intents),
             roles: roles::Roles::default(),
             governance: crate::governance::Governance::default(),
+            direct,
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -435,6 +440,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 | Command::Intent(..)
                 | Command::Coordination(..)
                 | Command::Verification(..)
+                | Command::Send(..)
         )
     }
 
@@ -682,6 +688,13 @@ impl<S: Storage + Send + 'static> Service<S> {
                         let _ = reply.send(Ok(Vec::new()));
                     }
                 }
+            }
+            Command::Send(out, reply) => self.send_direct(out, reply),
+            Command::FindEvents(filter, limit, reply) => {
+                let _ = reply.send(Ok(self.find_events(&filter, limit)));
+            }
+            Command::Note(kind, reply) => {
+                let _ = reply.send(self.medium.note(kind).map_err(err));
             }
         }
     }
@@ -1835,6 +1848,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                 }
                 self.outbox.retain(|(p, _), _| *p != peer);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,

@@ -5,7 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use membrane_protocol::envelope::MAX_FRAME_BYTES;
 use membrane_protocol::signals::{
-    Broadcast, BuildOn, CapabilityAd, Heads, Help, Intent, Offer, Proposal, ThreatSignal,
+    Broadcast, BuildOn, CapabilityAd, DirectMessage, Heads, Help, Intent, Offer, Proposal,
+    ThreatSignal,
 };
 use membrane_protocol::{Entry, Envelope, Presence, Retraction, TrustEdge};
 
@@ -33,4 +34,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = env.open::<Proposal>();
     let _ = env.open::<BuildOn>();
     let _ = env.open::<Broadcast>();
+    let _ = env.open::<DirectMessage>();
 });

@@ -1,5 +1,9 @@
 //! The agent's token budgets: its own, and one per space that has one configured.
 //!
+//! One [`Meter`] holds them for the node: the API charges the query and search answers
+//! that cross into the agent's context to it, and the event loop charges the direct
+//! messages it accepts for the agent; both refuse once a halt budget is spent.
+//!
 //! An answer (a query or a search) crosses into the agent's context only if every budget
 //! it draws on lets it: the agent's, then its space's. [`Ledger::check`] runs before the
 //! answer leaves and charges nothing; [`Ledger::charge`] runs after and charges every
@@ -8,6 +12,7 @@
 //! `now_ms`; nothing here reads a clock.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use membrane_protocol::Space;
 use membrane_protocol::cost::{Budget, BudgetAction, BudgetExceeded, BudgetState};
@@ -215,6 +220,28 @@ impl Ledger {
                 }
             })
             .collect()
+    }
+}
+
+/// The node's budgets, shared by the API and the event loop (a short lock around pure
+/// accounting; nothing awaits while holding it).
+#[derive(Debug, Clone, Default)]
+pub struct Meter(Arc<Mutex<Ledger>>);
+
+impl Meter {
+    /// The ledger, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock leaves plain numbers behind; keep counting.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the budgets (the total charged so far is kept).
+    pub fn replace(&self, mut ledger: Ledger) {
+        let mut held = self.lock();
+        ledger.total = held.total;
+        *held = ledger;
     }
 }
 
