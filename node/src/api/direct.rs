@@ -1210,9 +1210,11 @@ mod tests {
         // from the DHT, 8 only from its ad.
         let mut good = Standing::default();
         good.completed.insert("reviewing".into(), 2);
+        good.recent_completed.insert("reviewing".into(), 2.0);
         facts.standings.insert(key(3), good);
         let mut bad = Standing::default();
         bad.failed.insert("reviewing".into(), 1);
+        bad.recent_failed.insert("reviewing".into(), 1.0);
         facts.standings.insert(key(4), bad);
         facts.shut_out.insert(key(5));
         facts.dht = vec![key(7), me];

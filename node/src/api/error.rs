@@ -2,8 +2,8 @@
 //! maps to a 4xx with a message naming what was wrong and what was expected; 5xx is kept
 //! for the node's own failures.
 
-use crate::budget::{Refusal, Scope};
 use super::types::{BreakerView, BudgetResponse, ErrorBody};
+use crate::budget::{Refusal, Scope};
 use crate::node::NodeError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -12,11 +12,11 @@ use membrane_immune::{Crossed, CrossingDecision};
 use membrane_protocol::cost::{BudgetState, TokenCounter};
 use membrane_protocol::{Key, Pattern, PublicKey, Space};
 
-use crate::budget::{Charged, Ledger, Scope};
 use super::error::ApiError;
 use super::metrics::{BudgetLabels, Metrics, SpaceLabels};
 use super::types::{BudgetResponse, EventView, SpaceBudgetView};
 use super::verbs::{MAX_SUBSCRIPTIONS, parse_space};
+use crate::budget::{Charged, Ledger, Scope};
 use crate::config::BudgetConfig;
 use crate::node::NodeHandle;
 
