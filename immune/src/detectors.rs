@@ -260,34 +260,39 @@ pub struct RateConfig {
     pub bucket_ms: u64,
     /// EWMA weight of the newest bucket.
     pub alpha: f64,
-    /// Buckets observed before deviations count (the ceiling always counts).
+    /// Buckets observed before the peer's own history counts; until then the threshold
+    /// is the floor.
     pub warmup_buckets: u32,
     /// How many standard deviations above the mean is anomalous.
     pub sigmas: f64,
-    /// A bucket count at or below this is never anomalous (idle peers have σ ≈ 0).
+    /// A bucket count at or below this is never anomalous: the most any peer may send
+    /// before it has a history (idle peers have σ ≈ 0, and a burst from nothing is what
+    /// an honest heavy writer does when it starts).
     pub floor: u32,
-    /// A bucket count above this is anomalous even during warm-up.
+    /// The most a peer's history may raise the threshold to.
     pub ceiling: u32,
 }
 
 impl RateConfig {
-    /// Entries (records applied from a peer): 5 s buckets, floor 250 (50/s), ceiling
-    /// 10,000 (2,000/s).
+    /// Records signed by one owner: 5 s buckets, floor 2,500 (500/s, five times an
+    /// honest heavy writer's 100/s), ceiling 10,000 (2,000/s).
     pub fn entries() -> Self {
         Self {
             bucket_ms: 5_000,
             alpha: 0.1,
             warmup_buckets: 12,
             sigmas: 4.0,
-            floor: 250,
+            floor: 2_500,
             ceiling: 10_000,
         }
     }
 
-    /// Gossip messages from a peer: 5 s buckets, floor 100 (20/s), ceiling 1,000 (200/s).
+    /// Gossip messages from one origin: 5 s buckets, floor 250 (50/s; an honest node
+    /// sends a few a second: coalesced heads, its ads, its threat reports), ceiling
+    /// 1,000 (200/s).
     pub fn gossip() -> Self {
         Self {
-            floor: 100,
+            floor: 250,
             ceiling: 1_000,
             ..Self::entries()
         }
@@ -303,9 +308,9 @@ impl RateConfig {
         if !self.sigmas.is_finite() || self.sigmas < 0.0 {
             return Err("sigmas must be finite and non-negative".into());
         }
-        if self.floor > self.ceiling {
+        if self.floor == 0 || self.floor > self.ceiling {
             return Err(format!(
-                "floor {} is above ceiling {}",
+                "floor {} and ceiling {}: expected 0 < floor ≤ ceiling",
                 self.floor, self.ceiling
             ));
         }
@@ -313,24 +318,33 @@ impl RateConfig {
     }
 }
 
-/// A bucket whose count crossed the anomaly threshold.
+/// A bucket whose count crossed the anomaly threshold, or doubled it again.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateTrip {
-    /// Events in the bucket so far.
+    /// Events in the bucket when it crossed.
     pub count: u32,
-    /// The threshold it crossed.
+    /// The level it crossed: the threshold times 2^`doublings`.
     pub threshold: f64,
+    /// How many times the threshold doubled to make that level (0: the threshold).
+    pub doublings: u32,
     /// The EWMA mean per bucket before this bucket.
     pub mean: f64,
 }
 
+/// From this many doublings of the threshold on (four times it), a rate is a flood rather
+/// than a busy peer, and each further level is a mid-severity offence.
+pub const FLOOD_DOUBLINGS: u32 = 2;
+
 /// EWMA mean and variance of events per bucket for one peer and channel.
 ///
 /// Closed buckets update the mean and variance (Finch, *Incremental calculation of
-/// weighted mean and variance*, 2009); after warm-up a bucket that is still open trips
-/// once, when its count first exceeds `max(mean + sigmas·σ, floor)`. Counts fed into the
-/// average are capped at that threshold (at the ceiling during warm-up), so a flood does
-/// not quickly become the new normal.
+/// weighted mean and variance*, 2009). The open bucket trips when its count first exceeds
+/// the threshold, `max(mean + sigmas·σ, floor)` capped at the ceiling after warm-up and
+/// the floor before, and again at every doubling of it: a peer just over the line is
+/// marked once, one at four times it three times (the third mid, see
+/// [`FLOOD_DOUBLINGS`]), so a flood far above normal is shut out within one bucket while a
+/// busy peer is only marked. Counts fed into the average are capped at the threshold, so
+/// a flood does not quickly become the new normal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateTracker {
     bucket_start_ms: u64,
@@ -338,12 +352,15 @@ pub struct RateTracker {
     mean: f64,
     var: f64,
     buckets: u32,
-    tripped: bool,
+    trips: u32,
 }
 
 /// After this many empty buckets in a row the average is zero for every practical
 /// purpose (0.9^200 ≈ 7e-10), so longer gaps are not iterated.
 const MAX_EMPTY_BUCKETS: u64 = 200;
+
+/// Most trips in one bucket: the threshold doubled 31 times is beyond any `u32` count.
+const MAX_TRIPS_PER_BUCKET: u32 = 32;
 
 impl RateTracker {
     /// A tracker whose first bucket starts at `now_ms`.
@@ -354,35 +371,47 @@ impl RateTracker {
             mean: 0.0,
             var: 0.0,
             buckets: 0,
-            tripped: false,
+            trips: 0,
         }
     }
 
     /// The anomaly threshold for the open bucket.
     pub fn threshold(&self, config: &RateConfig) -> f64 {
+        let floor = f64::from(config.floor);
         if self.buckets < config.warmup_buckets {
-            return f64::from(config.ceiling);
+            return floor;
         }
         let deviation = self.mean + config.sigmas * self.var.max(0.0).sqrt();
-        deviation
-            .max(f64::from(config.floor))
-            .min(f64::from(config.ceiling))
+        deviation.max(floor).min(f64::from(config.ceiling))
     }
 
-    /// Counts one event at `now_ms`; `Some` the first time the open bucket goes over.
+    /// Counts one event at `now_ms`; `Some` when the open bucket crosses its threshold or
+    /// doubles it again.
     pub fn observe(&mut self, now_ms: u64, config: &RateConfig) -> Option<RateTrip> {
+        self.observe_n(now_ms, 1, config).pop()
+    }
+
+    /// Counts `n` events at `now_ms`; one trip for every level (the threshold, twice it,
+    /// four times it, …) the open bucket's count crossed with them.
+    pub fn observe_n(&mut self, now_ms: u64, n: u32, config: &RateConfig) -> Vec<RateTrip> {
         self.roll(now_ms, config);
-        self.count = self.count.saturating_add(1);
+        self.count = self.count.saturating_add(n);
         let threshold = self.threshold(config);
-        if !self.tripped && f64::from(self.count) > threshold {
-            self.tripped = true;
-            return Some(RateTrip {
+        let mut trips = Vec::new();
+        while self.trips < MAX_TRIPS_PER_BUCKET {
+            let level = threshold * f64::from(self.trips).exp2();
+            if f64::from(self.count) <= level {
+                break;
+            }
+            trips.push(RateTrip {
                 count: self.count,
-                threshold,
+                threshold: level,
+                doublings: self.trips,
                 mean: self.mean,
             });
+            self.trips += 1;
         }
-        None
+        trips
     }
 
     /// Closes every bucket that ended by `now_ms`.
@@ -406,7 +435,7 @@ impl RateTracker {
             .saturating_add(u32::try_from(closed).unwrap_or(u32::MAX));
         self.bucket_start_ms += closed * config.bucket_ms;
         self.count = 0;
-        self.tripped = false;
+        self.trips = 0;
     }
 
     fn push(&mut self, x: f64, alpha: f64) {
@@ -422,12 +451,18 @@ impl RateTracker {
     }
 }
 
-/// The detection for a rate trip on `channel` (`"entries"` or `"gossip"`).
+/// The detection for a rate trip on `channel` (`"entries"` or `"gossip"`): low, mid from
+/// [`FLOOD_DOUBLINGS`] doublings of the threshold on.
 pub fn rate_anomaly(peer: PublicKey, channel: &str, trip: RateTrip) -> Detection {
+    let severity = if trip.doublings >= FLOOD_DOUBLINGS {
+        Severity::Mid
+    } else {
+        Severity::Low
+    };
     Detection::new(
         peer,
         ThreatKind::RateAnomaly,
-        Severity::Low,
+        severity,
         format!(
             "{} {channel} in one bucket, above the threshold {:.1} (mean {:.1})",
             trip.count, trip.threshold, trip.mean
@@ -718,34 +753,87 @@ mod tests {
     }
 
     #[test]
-    fn rate_needs_warmup_then_trips_once_per_bucket() {
+    fn rate_is_held_to_the_floor_until_warm_then_to_its_history() {
         let c = small_rate();
         let mut t = RateTracker::new(0);
-        // Warm-up: 3 buckets of 2, nothing trips below the ceiling.
+        // Warm-up: 3 buckets at the floor, nothing trips.
         for b in 0..3 {
-            assert!(burst(&mut t, b * 1_000, 2, &c).is_empty());
+            assert!(burst(&mut t, b * 1_000, 4, &c).is_empty());
         }
-        // mean after three 2s from 0 with α = 0.5: 1, 1.5, 1.75.
-        // Next bucket closes the third; the threshold is then max(mean + 2σ, floor).
-        let trips = burst(&mut t, 3_000, 10, &c);
-        assert_eq!(trips.len(), 1);
-        let (nth, trip) = trips[0];
-        assert_eq!(trip.mean, 1.75);
-        assert_eq!(trip.threshold, 4.0, "floor dominates a steady low rate");
-        assert_eq!((nth, trip.count), (5, 5));
-        // The next bucket resets the trip; the flood entered the mean capped at 4.
+        // Mean and variance after three 4s from 0 with α = 0.5: (2, 4), (3, 3),
+        // (3.5, 1.75); the threshold is then 3.5 + 2·√1.75 ≈ 6.15, above the floor.
+        let trips = burst(&mut t, 3_000, 30, &c);
+        let threshold = 3.5 + 2.0 * 1.75f64.sqrt();
+        assert_eq!(
+            trips
+                .iter()
+                .map(|(nth, trip)| (*nth, trip.threshold))
+                .collect::<Vec<_>>(),
+            vec![(7, threshold), (13, 2.0 * threshold), (25, 4.0 * threshold)],
+            "once over the threshold, once more at each doubling"
+        );
+        assert!(trips.iter().all(|(_, trip)| trip.mean == 3.5));
+        // The next bucket starts over; the flood entered the mean capped at the threshold.
         let next = burst(&mut t, 4_000, 10, &c);
         assert_eq!(next.len(), 1);
-        assert_eq!((next[0].0, next[0].1.mean), (6, 2.875));
+        assert_eq!(next[0].1.mean, 3.5 + 0.5 * (threshold - 3.5));
     }
 
     #[test]
-    fn ceiling_trips_even_during_warmup() {
+    fn before_warmup_the_floor_holds_and_a_flood_trips_per_doubling() {
         let c = small_rate();
         let mut t = RateTracker::new(0);
-        let trips = burst(&mut t, 0, 25, &c);
-        assert_eq!(trips.len(), 1);
-        assert_eq!((trips[0].0, trips[0].1.threshold), (21, 20.0));
+        let trips: Vec<u32> = burst(&mut t, 0, 100, &c)
+            .iter()
+            .map(|(nth, _)| *nth)
+            .collect();
+        assert_eq!(trips, vec![5, 9, 17, 33, 65]);
+        // Counted at once, the same levels.
+        let mut at_once = RateTracker::new(0);
+        let trips = at_once.observe_n(0, 100, &c);
+        assert_eq!(
+            trips.iter().map(|t| t.threshold).collect::<Vec<_>>(),
+            vec![4.0, 8.0, 16.0, 32.0, 64.0]
+        );
+        assert!(trips.iter().all(|t| t.count == 100));
+        let severities: Vec<Severity> = trips
+            .iter()
+            .map(|t| rate_anomaly(peer(1), "gossip", *t).severity)
+            .collect();
+        assert_eq!(
+            severities,
+            [
+                Severity::Low,
+                Severity::Low,
+                Severity::Mid,
+                Severity::Mid,
+                Severity::Mid
+            ],
+            "from four times the threshold on, a flood"
+        );
+        assert!(at_once.observe_n(1, 1, &c).is_empty());
+    }
+
+    #[test]
+    fn history_never_raises_the_threshold_past_the_ceiling() {
+        let c = RateConfig {
+            ceiling: 5,
+            ..small_rate()
+        };
+        let mut t = RateTracker::new(0);
+        for b in 0..3 {
+            burst(&mut t, b * 1_000, 4, &c);
+        }
+        let trips = burst(&mut t, 3_000, 6, &c);
+        assert_eq!((trips[0].0, trips[0].1.threshold), (6, 5.0));
+        assert!(
+            RateConfig {
+                floor: 0,
+                ..small_rate()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::audit::{AuditEvent, OverrideAction, Verdict};
 use crate::breaker::{Blocked, Breaker, BreakerKey, Breakers};
 use crate::config::{Config, ConfigError, MAX_PUBLISHED};
 use crate::detectors::{self, BudgetTracker, ContentHash, Detection, FloodTracker, RateTracker};
-use crate::memory::{Memory, MemoryCells, MemoryRecord};
+use crate::memory::{Memory, MemoryCells, MemoryKey, MemoryRecord};
 use crate::quorum::{Quorum, Report};
 use crate::reputation::{Reputation, app_score, decay};
 use crate::types::{Action, Channel, Observation, Override, QuarantineReason, Quarantined};
@@ -28,6 +28,8 @@ struct PeerState {
     flood: FloodTracker,
     budget: Option<BudgetTracker>,
     quarantine: Option<Quarantined>,
+    /// The latest offence, for the memory cell a quarantine leaves across restarts.
+    offence: Option<(ThreatKind, Severity)>,
     last_seen_ms: u64,
 }
 
@@ -41,6 +43,7 @@ impl PeerState {
             flood: FloodTracker::default(),
             budget: None,
             quarantine: None,
+            offence: None,
             last_seen_ms: now_ms,
         }
     }
@@ -81,8 +84,10 @@ impl Immune {
         })
     }
 
-    /// An engine that remembers the persisted memory cells (dropping the expired ones).
-    /// Re-apply [`Immune::banned`] to the node's ban gate after this.
+    /// An engine that remembers the persisted memory cells (dropping the expired ones):
+    /// banned offenders, rejected payloads, and peers quarantined by their score, whose
+    /// score and quarantine come back as they would have been at `now_ms`. Re-apply
+    /// [`Immune::banned`] to the node's ban gate after this.
     pub fn with_memory<'a>(
         config: Config,
         me: PublicKey,
@@ -90,7 +95,30 @@ impl Immune {
         now_ms: u64,
     ) -> Result<Self, ConfigError> {
         let mut immune = Self::new(config, me)?;
-        immune.memory.load(records, now_ms);
+        let records: Vec<&MemoryRecord> = records.into_iter().collect();
+        immune.memory.load(records.iter().copied(), now_ms);
+        let rc = immune.config.reputation.clone();
+        for record in records {
+            let MemoryKey::Quarantined { peer } = record.key else {
+                continue;
+            };
+            if record.expires_at_ms <= now_ms || peer == me {
+                continue;
+            }
+            let state = immune.peer_mut(peer, now_ms);
+            state.rep = Reputation::rising_above_at(
+                rc.quarantine_at,
+                record.expires_at_ms,
+                now_ms,
+                rc.half_life_ms,
+            );
+            state.offence = record.value.kind.map(|k| (k, record.value.severity));
+            state.quarantine = Some(Quarantined {
+                reason: QuarantineReason::Score,
+                since_ms: record.value.since_ms,
+                until_ms: None,
+            });
+        }
         Ok(immune)
     }
 
@@ -113,6 +141,19 @@ impl Immune {
                 channel,
                 content,
             } => self.on_received(peer, channel, content, now_ms, &mut out),
+            Observation::Applied { owner, records } => {
+                if owner != self.me && records > 0 {
+                    let rate = self.config.entry_rate.clone();
+                    let trips = self
+                        .peer_mut(owner, now_ms)
+                        .entries
+                        .observe_n(now_ms, records, &rate);
+                    for trip in trips {
+                        let d = detectors::rate_anomaly(owner, "entries", trip);
+                        self.apply(d, Origin::Local, now_ms, &mut out);
+                    }
+                }
+            }
             Observation::Rejected {
                 peer,
                 author,
@@ -204,29 +245,26 @@ impl Immune {
         if let Some(memory) = self.memory.content(&content, now_ms) {
             found.push(replay(peer, content, memory));
         }
-        let rate = match channel {
-            Channel::Entries => self.config.entry_rate.clone(),
-            Channel::Gossip => self.config.gossip_rate.clone(),
-        };
-        let flood = self.config.flood.clone();
-        let state = self.peer_mut(peer, now_ms);
-        let (tracker, name) = match channel {
-            Channel::Entries => (&mut state.entries, "entries"),
-            Channel::Gossip => (&mut state.gossip, "gossip messages"),
-        };
-        if let Some(trip) = tracker.observe(now_ms, &rate) {
-            found.push(detectors::rate_anomaly(peer, name, trip));
-        }
-        if let Some(d) = state.flood.observe(peer, content, now_ms, &flood) {
-            found.push(d);
+        if channel == Channel::Gossip {
+            let (rate, flood) = (self.config.gossip_rate.clone(), self.config.flood.clone());
+            let state = self.peer_mut(peer, now_ms);
+            if let Some(trip) = state.gossip.observe(now_ms, &rate) {
+                found.push(detectors::rate_anomaly(peer, "gossip messages", trip));
+            }
+            if let Some(d) = state.flood.observe(peer, content, now_ms, &flood) {
+                found.push(d);
+            }
+        } else {
+            self.peer_mut(peer, now_ms);
         }
         for d in found {
             self.apply(d, Origin::Local, now_ms, out);
         }
     }
 
-    /// Applies a detection: remember its content, lower the offender's score, gate it,
-    /// and (ours, Mid or worse, not published lately) publish it.
+    /// Applies a detection: remember its content (when no honest node would send it),
+    /// lower the offender's score, gate it, and (ours, Mid or worse, not published
+    /// lately) publish it.
     fn apply(&mut self, d: Detection, origin: Origin, now_ms: u64, out: &mut Vec<Action>) {
         if d.offender == self.me {
             return;
@@ -236,7 +274,7 @@ impl Immune {
                 detection: d.clone(),
             }));
         }
-        if let Some(hash) = d.evidence_hash {
+        if let Some(hash) = d.evidence_hash.filter(|_| refused_everywhere(d.kind)) {
             let memory = Memory {
                 kind: Some(d.kind),
                 severity: d.severity,
@@ -291,6 +329,7 @@ impl Immune {
         let state = self.peer_mut(peer, now_ms);
         let before = state.rep.score(now_ms, rc.half_life_ms);
         let after = state.rep.penalize(severity, now_ms, &rc);
+        state.offence = Some((kind, severity));
         out.push(Action::LowerScore {
             peer,
             severity,
@@ -742,10 +781,39 @@ impl Immune {
         self.memory.offenders(now_ms).collect()
     }
 
-    /// The memory cells as records to persist (call after actions that ban or on a
-    /// timer; they only grow between ticks).
+    /// The memory cells as records to persist (call after actions that ban or
+    /// quarantine, or on a timer): the cells, then one record per peer quarantined by a
+    /// score still at or below the threshold, expiring when it would recover, in key
+    /// order. Operator quarantines are the node's to persist.
     pub fn memory_records(&self, now_ms: u64) -> Vec<MemoryRecord> {
-        self.memory.to_records(now_ms)
+        let mut records = self.memory.to_records(now_ms);
+        let rc = &self.config.reputation;
+        for (peer, state) in &self.peers {
+            let Some(q) = state.quarantine else { continue };
+            if q.reason == QuarantineReason::Operator {
+                continue;
+            }
+            let Some(expires_at_ms) = state.rep.rises_above_at(rc.quarantine_at, rc.half_life_ms)
+            else {
+                continue;
+            };
+            if expires_at_ms <= now_ms {
+                continue;
+            }
+            let (kind, severity) = state
+                .offence
+                .map_or((None, Severity::Low), |(k, s)| (Some(k), s));
+            records.push(MemoryRecord {
+                key: MemoryKey::Quarantined { peer: *peer },
+                value: Memory {
+                    kind,
+                    severity,
+                    since_ms: q.since_ms,
+                },
+                expires_at_ms,
+            });
+        }
+        records
     }
 
     /// The memory cells.
@@ -815,11 +883,30 @@ fn score_of(
         .map_or(0.0, |s| s.rep.score(now_ms, half_life_ms))
 }
 
+/// Whether content proven bad in an offence of `kind` is bad wherever it comes from, so
+/// it is remembered and a copy is refused unprocessed. Not so for an equivocation's
+/// second record (an honest replica may hold it: whichever half reaches it first is
+/// valid there), nor for flooding or a rate (the repetition offends, not the content).
+fn refused_everywhere(kind: ThreatKind) -> bool {
+    !matches!(
+        kind,
+        ThreatKind::Equivocation | ThreatKind::Flooding | ThreatKind::RateAnomaly
+    )
+}
+
+/// The detection for `peer` sending content rejected before. Sending a forgery again is
+/// forging (an honest node validates before it relays, so it never holds one); any other
+/// replay is of mid severity.
 fn replay(peer: PublicKey, content: ContentHash, memory: Memory) -> Detection {
+    let severity = if memory.kind == Some(ThreatKind::Forgery) {
+        Severity::Fatal
+    } else {
+        Severity::Mid
+    };
     Detection {
         offender: peer,
         kind: ThreatKind::Replay,
-        severity: Severity::Mid,
+        severity,
         evidence_hash: Some(content),
         reason: format!(
             "replayed content rejected before ({})",

@@ -51,5 +51,5 @@ pub use breaker::{Blocked, Breaker, BreakerKey, BreakerState, Transition};
 pub use config::{Config, ConfigError};
 pub use detectors::{CapabilityAct, ContentHash, Detection, Fault, content_hash};
 pub use engine::Immune;
-pub use memory::{MemoryCells, MemoryRecord};
+pub use memory::{MemoryCells, MemoryKey, MemoryRecord};
 pub use types::{Action, Channel, Observation, Override, QuarantineReason, Quarantined};

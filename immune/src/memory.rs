@@ -1,5 +1,8 @@
 //! Memory cells: offenders and content signatures remembered with an expiry, so a
 //! returning offender or a replayed payload is refused at once, also after a restart.
+//! A peer quarantined by its score is persisted alongside ([`MemoryKey::Quarantined`],
+//! made and read back by the engine from its reputations), until the instant its score
+//! would have recovered.
 //!
 //! Sans-IO: the cells live in memory; [`MemoryCells::to_records`] gives the node a list
 //! of `(key, value, expiry)` records to persist (JSON or CBOR, both derive), and
@@ -47,6 +50,14 @@ pub enum MemoryKey {
         /// SHA-256 of the payload.
         #[serde(with = "crate::text::hex")]
         hash: ContentHash,
+    },
+    /// A peer quarantined by its score; the record expires when the score, decaying,
+    /// would rise back above the quarantine threshold, which also tells the score at any
+    /// instant before. Held by the engine's reputations, not by [`MemoryCells`].
+    Quarantined {
+        /// Its key.
+        #[serde(with = "crate::text::peer")]
+        peer: PublicKey,
     },
 }
 
@@ -275,7 +286,8 @@ impl MemoryCells {
         cells
     }
 
-    /// Adds persisted records to these cells, dropping those expired at `now_ms`.
+    /// Adds persisted records to these cells, dropping those expired at `now_ms`
+    /// (quarantines are the engine's: [`Immune::with_memory`](crate::Immune::with_memory)).
     pub fn load<'a>(&mut self, records: impl IntoIterator<Item = &'a MemoryRecord>, now_ms: u64) {
         for r in records {
             if r.expires_at_ms <= now_ms {
@@ -288,6 +300,7 @@ impl MemoryCells {
                 MemoryKey::Content { hash } => {
                     self.contents.insert(hash, r.value, r.expires_at_ms);
                 }
+                MemoryKey::Quarantined { .. } => {}
             }
         }
     }
@@ -388,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_records_are_read_but_not_held_by_the_cells() {
+        let json = r#"{"key":{"type":"quarantined","peer":"PEER"},"value":{"kind":"flooding","severity":"low","since_ms":5},"expires_at_ms":100}"#
+            .replace("PEER", &peer(3).to_string());
+        let record: MemoryRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(record.key, MemoryKey::Quarantined { peer: peer(3) });
+        assert_eq!(serde_json::to_string(&record).unwrap(), json);
+        let cells = MemoryCells::from_records([&record], 0);
+        assert!(cells.is_empty());
+    }
+
+    #[test]
     fn malformed_records_are_refused() {
         let good = r#"{"key":{"type":"content","hash":"HASH"},"value":{"kind":"forgery","severity":"fatal","since_ms":0},"expires_at_ms":1}"#
             .replace("HASH", &"ab".repeat(32));
@@ -409,6 +433,7 @@ mod tests {
                 match key {
                     MemoryKey::Offender { peer } => m.remember_offender(*peer, mem(Severity::High), *expiry),
                     MemoryKey::Content { hash } => m.remember_content(*hash, mem(Severity::Mid), *expiry),
+                    MemoryKey::Quarantined { .. } => false,
                 };
             }
             let records = m.to_records(now);
@@ -421,11 +446,13 @@ mod tests {
                 let known = match r.key {
                     MemoryKey::Offender { peer } => restored.is_known_offender(&peer, now),
                     MemoryKey::Content { hash } => restored.is_replayed(&hash, now),
+                    MemoryKey::Quarantined { .. } => false,
                 };
                 proptest::prop_assert!(known);
                 let later = match r.key {
                     MemoryKey::Offender { peer } => restored.is_known_offender(&peer, r.expires_at_ms),
                     MemoryKey::Content { hash } => restored.is_replayed(&hash, r.expires_at_ms),
+                    MemoryKey::Quarantined { .. } => true,
                 };
                 proptest::prop_assert!(!later);
             }

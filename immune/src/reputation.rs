@@ -160,6 +160,40 @@ impl Reputation {
         self.adjust(-config.penalty(severity), now_ms, config.half_life_ms)
     }
 
+    /// The first instant (ms) at which the score, decaying toward 0, is above `level`
+    /// (a negative level, such as the quarantine threshold); `None` if it is above it
+    /// already at its last change, or if `level` is not negative.
+    pub fn rises_above_at(&self, level: f64, half_life_ms: u64) -> Option<u64> {
+        if level >= 0.0 || level.is_nan() || self.score > level || half_life_ms == 0 {
+            return None;
+        }
+        // score · 2^(−t/h) = level  ⇔  t = h · log2(score / level); the ratio is ≥ 1.
+        #[allow(clippy::cast_precision_loss)]
+        let t = half_life_ms as f64 * (self.score / level).log2();
+        // Finite and non-negative: score and level are negative and |score| ≤ 100.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let t = t.floor() as u64;
+        Some(self.at_ms.saturating_add(t).saturating_add(1))
+    }
+
+    /// The reputation at `now_ms` that rises above the negative `level` at `until_ms`
+    /// (how a remembered quarantine is restored after a restart; the inverse of
+    /// [`Reputation::rises_above_at`]).
+    pub fn rising_above_at(level: f64, until_ms: u64, now_ms: u64, half_life_ms: u64) -> Self {
+        let remaining = until_ms.saturating_sub(now_ms);
+        let score = if half_life_ms == 0 || !level.is_finite() {
+            level
+        } else {
+            #[allow(clippy::cast_precision_loss)]
+            let halvings = remaining as f64 / half_life_ms as f64;
+            level * halvings.exp2()
+        };
+        Self {
+            score: score.clamp(MIN_SCORE, MAX_SCORE),
+            at_ms: now_ms,
+        }
+    }
+
     /// Sets a negative score back to neutral (operator release or unban).
     pub fn forgive(&mut self, now_ms: u64, half_life_ms: u64) {
         let current = self.score(now_ms, half_life_ms);
@@ -231,6 +265,32 @@ mod tests {
         r.adjust(30.0, 0, h);
         r.forgive(0, h);
         assert_eq!(r.score(0, h), 30.0);
+    }
+
+    #[test]
+    fn recovery_instant_round_trips() {
+        let c = ReputationConfig::default();
+        let h = c.half_life_ms;
+        let mut r = Reputation::new(1_000);
+        r.adjust(-50.0, 1_000, h);
+        // −50 halves to −25 in one half-life: above −25 one millisecond later.
+        assert_eq!(
+            r.rises_above_at(c.quarantine_at, h),
+            Some(1_000 + 6 * HOUR + 1)
+        );
+        assert!(r.score(1_000 + 6 * HOUR + 1, h) > c.quarantine_at);
+        assert!(r.score(1_000 + 6 * HOUR, h) <= c.quarantine_at);
+        let back = Reputation::rising_above_at(c.quarantine_at, 1_000 + 6 * HOUR, 1_000 + HOUR, h);
+        let want = r.score(1_000 + HOUR, h);
+        assert!(
+            (back.score(1_000 + HOUR, h) - want).abs() < 1e-9,
+            "{back:?} vs {want}"
+        );
+        assert_eq!(Reputation::new(0).rises_above_at(c.quarantine_at, h), None);
+        assert_eq!(r.rises_above_at(0.0, h), None);
+        // A score at the floor comes back clamped.
+        let deep = Reputation::rising_above_at(-25.0, 100 * HOUR, 0, h);
+        assert_eq!(deep.score(0, h), MIN_SCORE);
     }
 
     #[test]

@@ -13,9 +13,11 @@ use crate::detectors::{CapabilityAct, ContentHash, Detection, Fault};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
-    /// Records (entries, retractions, trust edges) applied from sync.
+    /// Sync frames. They are checked against remembered rejected payloads only: the
+    /// records they apply count toward their owners' entry rates through
+    /// [`Observation::Applied`].
     Entries,
-    /// Gossip messages.
+    /// Gossip messages: rate, duplicate content, replays.
     Gossip,
 }
 
@@ -44,15 +46,25 @@ pub enum Observation {
         /// The peer.
         peer: PublicKey,
     },
-    /// A message or record arrived from `peer` (counted for rate anomalies and flooding,
-    /// checked against remembered rejected payloads).
+    /// A message or frame arrived from `peer`: checked against remembered rejected
+    /// payloads and, for gossip, counted toward its rate and for duplicate content.
     Received {
-        /// The sender.
+        /// The sender (for gossip, the origin that signed it).
         peer: PublicKey,
         /// What kind of traffic.
         channel: Channel,
-        /// Hash of the payload ([`content_hash`](crate::content_hash)).
+        /// Hash of the payload ([`content_hash`](crate::content_hash)). For gossip, of
+        /// what it says rather than when it was sealed, so a copy sealed again counts as
+        /// the same content.
         content: ContentHash,
+    },
+    /// `records` records signed by `owner`, created lately, were applied from sync:
+    /// counted toward the owner's entry rate, whoever relayed them.
+    Applied {
+        /// Their signer.
+        owner: PublicKey,
+        /// How many.
+        records: u32,
     },
     /// The node refused something `peer` sent.
     Rejected {

@@ -525,9 +525,12 @@ impl Defences {
                 },
                 Action::Quarantine { peer, .. } => {
                     self.quarantined.insert(*peer);
+                    // A quarantine by score is a memory cell too: persist it at once.
+                    bans = true;
                 }
                 Action::Release(peer) => {
                     self.quarantined.remove(peer);
+                    bans = true;
                     if let Err(e) = self.store.remove(&[QUARANTINE, peer.as_bytes()].concat()) {
                         warn!(error = %e, "cannot forget a quarantine");
                     }
@@ -893,29 +896,67 @@ pub(crate) fn find_change<'a>(decoded: &'a Decoded, hash: &[u8; 32]) -> Option<&
     decoded.changes.iter().find(|c| &c.change.hash().0 == hash)
 }
 
+/// The signature that came with a carried change, if any.
+pub(crate) fn signature_of(change: &Carried) -> Option<[u8; 64]> {
+    change.signature
+}
+
 /// A sync frame for the same document carrying only `change` and its signature: small,
 /// self-verifying evidence (`None` if it would not fit in a threat signal).
 pub(crate) fn minimal_evidence(decoded: &Decoded, change: &Carried) -> Option<Vec<u8>> {
+    evidence_of(decoded, &[change])
+}
+
+/// A sync frame for the same document carrying only `changes` (in order) and their
+/// signatures (`None` if it would not fit in a threat signal).
+pub(crate) fn evidence_of(decoded: &Decoded, changes: &[&Carried]) -> Option<Vec<u8>> {
     let mut message = decoded.message.clone();
     message.heads = Vec::new();
     message.need = Vec::new();
     message.have = Vec::new();
-    message.changes = vec![change.chunk.clone()].into();
+    message.changes = changes
+        .iter()
+        .map(|c| c.chunk.clone())
+        .collect::<Vec<_>>()
+        .into();
     let frame = SyncFrame {
         space: decoded.frame.space.clone(),
         doc: decoded.frame.doc.clone(),
         msg: ByteBuf::from(message.encode()),
-        sigs: change
-            .signature
-            .map(|sig| {
-                vec![(
-                    ByteBuf::from(change.change.hash().0.to_vec()),
-                    ByteBuf::from(sig.to_vec()),
-                )]
+        sigs: changes
+            .iter()
+            .filter_map(|c| {
+                c.signature.map(|sig| {
+                    (
+                        ByteBuf::from(c.change.hash().0.to_vec()),
+                        ByteBuf::from(sig.to_vec()),
+                    )
+                })
             })
-            .unwrap_or_default(),
+            .collect(),
     };
     codec::to_vec_limited(&frame, MAX_EVIDENCE_BYTES).ok()
+}
+
+/// Self-verifying evidence of an equivocation: a frame carrying the change in `decoded`
+/// that wrote record `first` and the conflicting `second`, both signed by their owner,
+/// so any node can check it, whatever it holds (`None` if `first` did not come in the
+/// same frame, or it would not fit).
+pub(crate) fn equivocation_evidence(
+    decoded: &Decoded,
+    first: &EnvelopeId,
+    second: &Carried,
+) -> Option<Vec<u8>> {
+    let suffix = format!("/{first}");
+    let holder = decoded.changes.iter().find(|c| {
+        c.change.hash() != second.change.hash()
+            && catch_unwind(AssertUnwindSafe(|| c.change.decode())).is_ok_and(|expanded| {
+                expanded.operations.iter().any(|op| {
+                    matches!(&op.key, automerge::legacy::Key::Map(key) if key.ends_with(&suffix))
+                })
+            })
+    })?;
+    evidence_of(decoded, &[holder, second])
 }
 
 /// The author of a change, when its actor is a key and its signature is that key's.
@@ -926,28 +967,32 @@ fn signer(change: &Carried) -> Option<PublicKey> {
 }
 
 /// Why a change signed by its actor is invalid wherever it could have been placed in
-/// `space` (the public document, or the actor's own trusted one), if it is. A change that
-/// is valid in one of them but was refused where it arrived was misplaced by whoever sent
-/// it: its author's signature does not cover the document, so its author is not to blame.
+/// `space` (the public document, or the actor's own trusted one), if it is: the reason
+/// where it was `placed` (when that is one of them). A change that is valid in one of
+/// them but was refused where it arrived was misplaced by whoever sent it: its author's
+/// signature does not cover the document, so its author is not to blame.
 pub(crate) fn authored_fault<S: Storage>(
     medium: &Medium<S>,
     space: &Space,
+    placed: &DocId,
     change: &Carried,
+    lookup: &dyn Fn(&PublicKey, u64) -> Option<EnvelopeId>,
 ) -> Option<(PublicKey, RejectReason)> {
     let author = signer(change)?;
-    let index = medium.index(space);
-    let lookup = |owner: &PublicKey, seq: u64| -> Option<EnvelopeId> {
-        index.and_then(|i| i.seq_owner(owner, seq))
-    };
     let mut reason = None;
     for doc in [
         DocId::public(space.clone()),
         DocId::trusted(space.clone(), author),
     ] {
-        let fresh = SignedDoc::new(doc, medium.me());
-        match fresh.validate(&change.change, change.signature.as_ref(), &lookup) {
+        let fresh = SignedDoc::new(doc.clone(), medium.me());
+        match fresh.validate(&change.change, change.signature.as_ref(), lookup) {
             Ok(_) => return None,
-            Err(rejection) => reason = Some(rejection.reason),
+            // A public entry is also refused from a trusted document, for being there:
+            // what it did wrong is said where it was put.
+            Err(rejection) if reason.is_none() || &doc == placed => {
+                reason = Some(rejection.reason);
+            }
+            Err(_) => {}
         }
     }
     reason.map(|r| (author, r))
@@ -958,7 +1003,9 @@ pub(crate) fn verify_evidence<S: Storage>(medium: &Medium<S>, signal: &ThreatSig
     let Some(evidence) = &signal.evidence else {
         return Verdict::Unverifiable;
     };
-    if content_hash(evidence) != signal.evidence_hash {
+    // Evidence is named by its hash, or (a refused change) by the change's content
+    // signature (`crate::content`).
+    if !crate::content::names(evidence, &signal.evidence_hash) {
         return Verdict::Refuted;
     }
     // Only a signed change proves who did something; bytes in general do not.
@@ -978,9 +1025,9 @@ pub(crate) fn verify_evidence<S: Storage>(medium: &Medium<S>, signal: &ThreatSig
     let doc = decoded.doc();
     let held = medium.docs(&doc.space).into_iter().find(|d| d.id() == &doc);
     let index = medium.index(&doc.space);
-    let lookup = |owner: &PublicKey, seq: u64| -> Option<EnvelopeId> {
-        index.and_then(|i| i.seq_owner(owner, seq))
-    };
+    // Seqs taken by the valid changes earlier in the evidence count as held: evidence of
+    // an equivocation carries both records, so it verifies wherever it arrives.
+    let mut earlier: BTreeMap<(PublicKey, u64), EnvelopeId> = BTreeMap::new();
     let fresh = SignedDoc::new(doc.clone(), medium.me());
     let context = held.unwrap_or(&fresh);
     let mut clean = true;
@@ -993,14 +1040,21 @@ pub(crate) fn verify_evidence<S: Storage>(medium: &Medium<S>, signal: &ThreatSig
         {
             continue;
         }
-        if context
-            .validate(&change.change, change.signature.as_ref(), &lookup)
-            .is_ok()
-        {
+        let lookup = |owner: &PublicKey, seq: u64| -> Option<EnvelopeId> {
+            index
+                .and_then(|i| i.seq_owner(owner, seq))
+                .or_else(|| earlier.get(&(*owner, seq)).copied())
+        };
+        if let Ok(records) = context.validate(&change.change, change.signature.as_ref(), &lookup) {
+            for record in records {
+                if let Some(seq) = record.seq() {
+                    earlier.insert((*record.envelope().author(), seq), record.envelope().id());
+                }
+            }
             continue;
         }
         clean = false;
-        if let Some((author, reason)) = authored_fault(medium, &doc.space, change)
+        if let Some((author, reason)) = authored_fault(medium, &doc.space, &doc, change, &lookup)
             && author == signal.offender
             && kind_of(&reason) == signal.kind
         {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod content;
 #[doc(hidden)]
 pub mod fuzzing;
 mod governance;

@@ -58,6 +58,13 @@ const PENDING_THREAT_MS: u64 = 5 * 60_000;
 const MAX_PUBLISHED: usize = 4096;
 /// How long a capability ad stays valid.
 const AD_LIFETIME: Duration = Duration::from_secs(3600);
+/// Heads of one document are announced at most once per this interval; local changes in
+/// between go out together when it ends (connected peers get each change pushed at once
+/// anyway), so a node's gossip rate does not grow with its write rate.
+const HEADS_INTERVAL: Duration = Duration::from_millis(250);
+/// Records signed longer ago than this when they arrive are history being caught up
+/// with, not new writing, and do not count toward their owner's entry rate.
+const RECENT_RECORD_MS: u64 = 60_000;
 
 /// How often decay is applied to intents: an eighth of the half-life, within 100 ms to 5 s,
 /// so a quorum ends within about 12% of a half-life of when decay ends it.
@@ -182,6 +189,11 @@ pub(crate) struct Service<S: Storage> {
     governance: crate::governance::Governance,
     /// Direct messages: the inbox's rules and the sends awaiting acknowledgement.
     direct: messages::Direct,
+    /// When the heads of each of our documents were last announced.
+    heads_announced: BTreeMap<DocId, u64>,
+    /// Our documents whose heads changed since their last announcement, due when the
+    /// interval ends.
+    heads_due: BTreeSet<DocId>,
 }
 
 impl<S: Storage + Send + 'static> Service<S> {
@@ -246,6 +258,8 @@ impl<S: Storage + Send + 'static> Service<S> {
             roles: roles::Roles::default(),
             governance: crate::governance::Governance::default(),
             direct,
+            heads_announced: BTreeMap::new(),
+            heads_due: BTreeSet::new(),
         };
         // Remembered offenders stay shut out across restarts.
         for (peer, until_ms) in service.defences.banned(now_ms()) {
@@ -378,6 +392,8 @@ impl<S: Storage + Send + 'static> Service<S> {
         tick.tick().await;
         let mut intent_tick = tokio::time::interval(intent_tick_period(&self.options.intents));
         intent_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heads_tick = tokio::time::interval(HEADS_INTERVAL);
+        heads_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.publish_ad();
         loop {
             tokio::select! {
@@ -393,6 +409,7 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.intent_tick();
                     self.role_tick();
                 }
+                _ = heads_tick.tick(), if !self.heads_due.is_empty() => self.announce_due(),
             }
             self.forward_medium_events();
         }
@@ -856,22 +873,26 @@ impl<S: Storage + Send + 'static> Service<S> {
         infos
     }
 
-    /// Announces the heads of this node's documents in `space` after a local change.
+    /// Announces the heads of this node's documents in `space` after a local change (at
+    /// most once per [`HEADS_INTERVAL`] per document; later changes go out when it ends),
+    /// and pushes the change to connected peers at once.
     fn announce(&mut self, space: &Space) {
+        let now = now_ms();
+        let interval = HEADS_INTERVAL.as_millis() as u64;
         let docs = [
             DocId::public(space.clone()),
             DocId::trusted(space.clone(), self.me()),
         ];
         for doc in docs {
-            let Some(heads) = self.medium.heads(&doc) else {
-                continue;
-            };
-            let payload = Heads {
-                space: space.clone(),
-                doc: doc.doc.clone(),
-                heads: heads.iter().map(|h| ByteBuf::from(h.0.to_vec())).collect(),
-            };
-            self.publish(space, Channel::Heads, &payload);
+            let recent = self
+                .heads_announced
+                .get(&doc)
+                .is_some_and(|at| now.saturating_sub(*at) < interval);
+            if recent {
+                self.heads_due.insert(doc);
+            } else {
+                self.announce_heads(doc, now);
+            }
         }
         // Push the change to every connected peer that may hold the document: after a local
         // change Automerge always has a message to send, so this is one round trip. The
@@ -889,6 +910,28 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.start_sync(peer, doc, false);
                 }
             }
+        }
+    }
+
+    /// Publishes the heads of one of our documents (if we hold it).
+    fn announce_heads(&mut self, doc: DocId, now: u64) {
+        let Some(heads) = self.medium.heads(&doc) else {
+            return;
+        };
+        let payload = Heads {
+            space: doc.space.clone(),
+            doc: doc.doc.clone(),
+            heads: heads.iter().map(|h| ByteBuf::from(h.0.to_vec())).collect(),
+        };
+        self.publish(&doc.space, Channel::Heads, &payload);
+        self.heads_announced.insert(doc, now);
+    }
+
+    /// Announces the heads that changed during the last interval.
+    fn announce_due(&mut self) {
+        let now = now_ms();
+        for doc in std::mem::take(&mut self.heads_due) {
+            self.announce_heads(doc, now);
         }
     }
 
@@ -1046,34 +1089,18 @@ impl<S: Storage + Send + 'static> Service<S> {
         let mut applied = 0;
         for frame in frames {
             let content = content_hash(frame);
-            if self.defences.is_replayed(&content, now_ms()) {
-                // Refused before: refuse it unprocessed (the engine marks the replay).
-                self.metrics.changes_rejected.inc();
-                self.observe(
-                    Observation::Received {
-                        peer: key,
-                        channel: Traffic::Entries,
-                        content,
-                    },
-                    &ThreatContext::space(doc.space.clone()),
-                );
+            if self.refuse_replay(key, doc, frame, content) {
                 self.drop_peer_sessions(peer);
                 return Some(Refusal::Rejected);
             }
+            let before = self.medium.last_event();
             match self.medium.sync_receive(&key, frame) {
                 Ok(report) if report.rejected.is_empty() => {
                     self.metrics.changes_applied.inc_by(report.applied as u64);
                     applied += report.applied;
                     if report.records > 0 {
                         let context = ThreatContext::space(doc.space.clone());
-                        self.observe(
-                            Observation::Received {
-                                peer: key,
-                                channel: Traffic::Entries,
-                                content,
-                            },
-                            &context,
-                        );
+                        self.count_applied(before, &context);
                         self.observe(Observation::Contributed { peer: key }, &context);
                         if !self.defences.accepts_from(&key, now_ms()) {
                             return Some(Refusal::Rejected);
@@ -1085,6 +1112,9 @@ impl<S: Storage + Send + 'static> Service<S> {
                     self.metrics
                         .changes_rejected
                         .inc_by(report.rejected.len() as u64);
+                    if report.records > 0 {
+                        self.count_applied(before, &ThreatContext::space(doc.space.clone()));
+                    }
                     self.on_rejected(key, &report, frame, content);
                     self.drop_peer_sessions(peer);
                     return Some(Refusal::Rejected);
@@ -1139,6 +1169,73 @@ impl<S: Storage + Send + 'static> Service<S> {
         }
     }
 
+    /// Whether `frame` from `key`, or a change it carries, was rejected before; if so the
+    /// immune layer hears of each such payload (a replay), until it stops accepting the
+    /// sender, and the frame is refused unprocessed.
+    fn refuse_replay(
+        &mut self,
+        key: PublicKey,
+        doc: &DocId,
+        frame: &[u8],
+        content: ContentHash,
+    ) -> bool {
+        let now = now_ms();
+        let replayed: Vec<ContentHash> = if self.defences.is_replayed(&content, now) {
+            vec![content]
+        } else {
+            crate::content::change_signatures(frame)
+                .into_iter()
+                .filter(|c| self.defences.is_replayed(c, now))
+                .collect()
+        };
+        if replayed.is_empty() {
+            return false;
+        }
+        debug!(peer = %key, payloads = replayed.len(), "refused a replay of rejected content");
+        self.metrics.changes_rejected.inc();
+        let context = ThreatContext::space(doc.space.clone());
+        for content in replayed {
+            self.observe(
+                Observation::Received {
+                    peer: key,
+                    channel: Traffic::Entries,
+                    content,
+                },
+                &context,
+            );
+            if !self.defences.accepts_from(&key, now_ms()) {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Counts the entries the medium logged as arrived since event `before` toward their
+    /// owners' entry rates, those signed lately only (older ones are history).
+    fn count_applied(&mut self, before: u64, context: &ThreatContext) {
+        let now = now_ms();
+        let mut owners: BTreeMap<PublicKey, u32> = BTreeMap::new();
+        for event in self.medium.events_since(before) {
+            let EventKind::Arrived {
+                space, id, owner, ..
+            } = &event.kind
+            else {
+                continue;
+            };
+            let recent = self
+                .medium
+                .index(space)
+                .and_then(|index| index.entry(id))
+                .is_some_and(|e| now.saturating_sub(e.created_at_ms()) <= RECENT_RECORD_MS);
+            if recent {
+                *owners.entry(*owner).or_default() += 1;
+            }
+        }
+        for (owner, records) in owners {
+            self.observe(Observation::Applied { owner, records }, context);
+        }
+    }
+
     fn drop_peer_sessions(&mut self, peer: PeerId) {
         if let Ok(key) = PublicKey::from_peer_id(&peer) {
             self.medium.drop_sessions(&key);
@@ -1177,29 +1274,39 @@ impl<S: Storage + Send + 'static> Service<S> {
                 .as_ref()
                 .zip(rejection.change)
                 .and_then(|(d, hash)| immune::find_change(d, &hash.0));
-            let evidence = decoded
-                .as_ref()
-                .zip(carried)
-                .and_then(|(d, c)| immune::minimal_evidence(d, c));
-            let content = match evidence {
-                Some(bytes) => {
-                    let hash = content_hash(&bytes);
-                    context.evidence.insert(hash, bytes);
-                    hash
-                }
-                None => frame_hash,
+            // An equivocation's evidence carries both records when both came in this frame
+            // (then it verifies anywhere), else the second alone.
+            let first = match &rejection.reason {
+                RejectReason::Equivocation { owner, seq } => self
+                    .medium
+                    .index(&space)
+                    .and_then(|i| i.seq_owner(owner, *seq)),
+                _ => None,
             };
+            let evidence = decoded.as_ref().zip(carried).and_then(|(d, c)| {
+                first
+                    .and_then(|f| immune::equivocation_evidence(d, &f, c))
+                    .or_else(|| immune::minimal_evidence(d, c))
+            });
+            // A refused change is named by its content signature, whatever frame brought
+            // it (the evidence frame is what that name verifies against); anything else
+            // by the frame.
+            let content = match (rejection.change, &decoded) {
+                (Some(hash), Some(d)) => {
+                    let signature = immune::find_change(d, &hash.0).and_then(immune::signature_of);
+                    crate::content::change_signature(&d.doc(), &hash.0, signature.as_ref())
+                }
+                _ => frame_hash,
+            };
+            if let Some(bytes) = evidence {
+                context.evidence.insert(content, bytes);
+            }
             match &rejection.reason {
                 RejectReason::Equivocation { owner, seq } => {
-                    let first = self
-                        .medium
-                        .index(&space)
-                        .and_then(|i| i.seq_owner(owner, *seq))
-                        .map_or([0; 32], |id| id.0);
                     observations.push(Observation::Equivocation {
                         owner: *owner,
                         seq: *seq,
-                        first,
+                        first: first.map_or([0; 32], |id| id.0),
                         second: content,
                     });
                 }
@@ -1211,7 +1318,12 @@ impl<S: Storage + Send + 'static> Service<S> {
                     // cover the document) is the doing of whoever placed it.
                     let author = match (fault, carried) {
                         (Fault::Trespass, Some(c)) => {
-                            immune::authored_fault(&self.medium, &space, c).map(|(a, _)| a)
+                            let index = self.medium.index(&space);
+                            let lookup = |owner: &PublicKey, seq: u64| {
+                                index.and_then(|i| i.seq_owner(owner, seq))
+                            };
+                            immune::authored_fault(&self.medium, &space, &report.doc, c, &lookup)
+                                .map(|(a, _)| a)
                         }
                         (Fault::Trespass, None) => None,
                         _ => rejection.actor,
@@ -1581,7 +1693,7 @@ impl<S: Storage + Send + 'static> Service<S> {
             Observation::Received {
                 peer: author,
                 channel: Traffic::Gossip,
-                content,
+                content: crate::content::gossip_payload(&envelope),
             },
             &ThreatContext::space(space.clone()),
         );
