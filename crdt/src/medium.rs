@@ -172,6 +172,8 @@ pub struct Medium<S: Storage> {
     keypair: Keypair,
     me: PublicKey,
     storage: S,
+    /// Events were written lazily since the last durable write.
+    unflushed: bool,
     config: Config,
     tokens: Arc<dyn TokenCounter>,
     spaces: BTreeMap<Space, SpaceState>,
@@ -239,6 +241,7 @@ impl<S: Storage> Medium<S> {
             keypair,
             me,
             storage,
+            unflushed: false,
             config,
             tokens,
             spaces: BTreeMap::new(),
@@ -729,6 +732,26 @@ impl<S: Storage> Medium<S> {
         self.log(kind, &mut batch);
         self.storage.write(batch).map_err(Error::Storage)?;
         Ok(self.events.last().map_or(0, |e| e.seq))
+    }
+
+    /// Logs an event without waiting for it to be durable (it is once the next durable
+    /// write or [`Medium::flush`] returns): for events nobody was promised, such as
+    /// what arrived over gossip, so a flood of them costs no disk sync each.
+    pub fn note_lazy(&mut self, kind: EventKind) -> Result<u64, Error<S::Error>> {
+        let mut batch = Batch::new();
+        self.log(kind, &mut batch);
+        self.storage.write_lazy(batch).map_err(Error::Storage)?;
+        self.unflushed = true;
+        Ok(self.events.last().map_or(0, |e| e.seq))
+    }
+
+    /// Makes every lazily logged event durable.
+    pub fn flush(&mut self) -> Result<(), Error<S::Error>> {
+        if self.unflushed {
+            self.storage.flush().map_err(Error::Storage)?;
+            self.unflushed = false;
+        }
+        Ok(())
     }
 
     /// The sequence number of the newest event, 0 when the log is empty.

@@ -73,6 +73,18 @@ pub trait Storage {
     /// Applies `batch` atomically, and returns only once it is durable (flushed).
     fn write(&mut self, batch: Batch) -> Result<(), Self::Error>;
 
+    /// Applies `batch` atomically, without waiting for it to be durable: it becomes so at
+    /// the next [`Storage::write`] or [`Storage::flush`]. For records nobody was promised,
+    /// such as events the node logs on receiving gossip. By default, a durable write.
+    fn write_lazy(&mut self, batch: Batch) -> Result<(), Self::Error> {
+        self.write(batch)
+    }
+
+    /// Makes every lazy write so far durable.
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Bytes the store occupies, as well as it can tell (for benchmarks).
     fn size_on_disk(&self) -> Result<u64, Self::Error>;
 }

@@ -160,6 +160,27 @@ impl fmt::Debug for SledStorage {
     }
 }
 
+impl SledStorage {
+    /// Applies `batch` atomically, not flushed.
+    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        // sled keeps one pending write per key, the last one given, which is exactly the
+        // in-order semantics of `Batch`.
+        let mut sled_batch = sled::Batch::default();
+        for op in batch.into_ops() {
+            match op {
+                BatchOp::Put(key, value) => sled_batch.insert(key, value),
+                BatchOp::Delete(key) => sled_batch.remove(key),
+            }
+        }
+        self.db
+            .apply_batch(sled_batch)
+            .map_err(|source| StorageError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
 impl Storage for SledStorage {
     type Error = StorageError;
 
@@ -184,21 +205,15 @@ impl Storage for SledStorage {
             // Nothing to apply, and every earlier write was flushed before it returned.
             return Ok(());
         }
-        // sled keeps one pending write per key, the last one given, which is exactly the
-        // in-order semantics of `Batch`.
-        let mut sled_batch = sled::Batch::default();
-        for op in batch.into_ops() {
-            match op {
-                BatchOp::Put(key, value) => sled_batch.insert(key, value),
-                BatchOp::Delete(key) => sled_batch.remove(key),
-            }
-        }
-        self.db
-            .apply_batch(sled_batch)
-            .map_err(|source| StorageError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.apply(batch)?;
+        self.flush()
+    }
+
+    fn write_lazy(&mut self, batch: Batch) -> Result<(), StorageError> {
+        self.apply(batch)
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
         self.db.flush().map_err(|source| StorageError::Flush {
             path: self.path.clone(),
             source,
@@ -252,6 +267,21 @@ mod tests {
         assert_eq!(store.get(&[0, 255, 0]).unwrap(), Some(vec![]));
         assert_eq!(store.get(&[]).unwrap(), Some(vec![1, 2, 3]));
         assert!(store.size_on_disk().unwrap() > 0);
+    }
+
+    #[test]
+    fn lazy_writes_are_read_at_once_and_survive_a_reopen_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = SledStorage::open(dir.path()).unwrap();
+            store.write_lazy(batch(&[("lazy", Some("1"))])).unwrap();
+            assert_eq!(store.get(b"lazy").unwrap(), Some(b"1".to_vec()));
+            store.write_lazy(batch(&[("later", Some("2"))])).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(store.get(b"lazy").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(b"later").unwrap(), Some(b"2".to_vec()));
     }
 
     #[test]

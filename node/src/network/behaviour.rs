@@ -50,6 +50,12 @@ pub(crate) const GOSSIP_THRESHOLD: f64 = -10.0;
 pub(crate) const PUBLISH_THRESHOLD: f64 = -50.0;
 /// See [`GOSSIP_THRESHOLD`].
 pub(crate) const GRAYLIST_THRESHOLD: f64 = -80.0;
+/// Broken gossip promises (IWANT not answered) a peer may have, decaying, before they
+/// count against its score...
+const BEHAVIOUR_PENALTY_THRESHOLD: f64 = 10.0;
+/// ...and then each one more costs its square times this: 13 over the threshold are
+/// below the publish threshold, a sustained IWANT-spammer's pattern, not a slow node's.
+const BEHAVIOUR_PENALTY_WEIGHT: f64 = -0.3;
 /// Weight of the immune layer's application score (`membrane_immune::reputation::app_score`,
 /// fed with `set_application_score`) in a peer's gossipsub score.
 pub(crate) const APP_SPECIFIC_WEIGHT: f64 = 1.0;
@@ -146,6 +152,15 @@ impl Behaviour {
                     // scaled for a weight of 1: its disconnect threshold (-50) meets our
                     // publish threshold, and a ban (-90 or less) falls below the graylist.
                     app_specific_weight: APP_SPECIFIC_WEIGHT,
+                    // A node a flood slows down breaks gossip promises and lets its peers'
+                    // send queues fill. Scored as gossipsub does by default, one broken
+                    // promise (-10) or a backlog is enough for every peer to prune it and
+                    // stop sending to it for the prune backoff, cutting an honest node off
+                    // just when the flood ends (decision 112). Misbehaviour is the immune
+                    // layer's to score; here, only many broken promises count.
+                    behaviour_penalty_weight: BEHAVIOUR_PENALTY_WEIGHT,
+                    behaviour_penalty_threshold: BEHAVIOUR_PENALTY_THRESHOLD,
+                    slow_peer_weight: 0.0,
                     ..gossipsub::PeerScoreParams::default()
                 },
                 gossipsub::PeerScoreThresholds {

@@ -408,12 +408,14 @@ impl<S: Storage + Send + 'static> Service<S> {
                 _ = intent_tick.tick() => {
                     self.intent_tick();
                     self.role_tick();
+                    self.flush_events();
                 }
                 _ = heads_tick.tick(), if !self.heads_due.is_empty() => self.announce_due(),
             }
             self.forward_medium_events();
         }
         self.defences.flush(now_ms());
+        self.flush_events();
         info!("node stopped");
     }
 
@@ -844,9 +846,20 @@ impl<S: Storage + Send + 'static> Service<S> {
     }
 
     /// Logs an event the medium did not produce itself.
+    /// Logs an event of the node's own (gossip that arrived, threats, intents, role
+    /// hints, escalations): nobody was promised it, so it is written without a disk sync
+    /// of its own and made durable with the next durable write or within a second
+    /// (decision 111). A flood of gossip must not cost a sync per message.
     fn note(&mut self, kind: EventKind) {
-        if let Err(e) = self.medium.note(kind) {
+        if let Err(e) = self.medium.note_lazy(kind) {
             warn!(error = %e, "cannot log an event");
+        }
+    }
+
+    /// Makes the lazily logged events durable.
+    fn flush_events(&mut self) {
+        if let Err(e) = self.medium.flush() {
+            warn!(error = %e, "cannot flush the event log");
         }
     }
 
